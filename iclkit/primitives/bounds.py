@@ -1,0 +1,126 @@
+"""Certified error bounds of the approximate mechanisms, and the constants they choose.
+
+The paper makes each mechanism exact only in a limit (N, M -> infinity, inputs -> 0). Here
+every mechanism takes the bounds its inputs obey and a dtype, picks its finite constants
+to minimise its stated error bound, and returns that bound. Notation: ``u`` is the unit
+roundoff of the dtype (2^-53 or 2^-24).
+
+1. **Hard attention** (mov, aff, mean are attention-only and otherwise exact): positional
+   logits ``-G (j - (t - k))^2`` leave the other columns a total weight below
+   ``T e^{-G}``; with ``G = ln(1/u) + 10`` that is below ``u``. What remains is rounding of
+   the value and output maps, ``4u`` times the magnitudes involved.
+2. **LayerNorm read** (Lemma 6): two pads ±P make the MLP see ``h * gamma + eps`` with
+   ``1 - gamma <= R^2/(4P^2)`` (R^2: sum of squared bounds of every other unit) and
+   ``|eps| <= 4uP`` from rounding next to P. The mean is recovered from the pads' own
+   normalised values, so no balance unit is needed.
+3. **GeLU product** (Lemma 4, improved): ``sq(z) = sqrt(pi/2) (GeLU(z) + GeLU(-z))`` is even,
+   ``sq(z) = sum_n c_n z^{2n+2}`` with ``c_n = (-1)^n / (2^n n! (2n+1))``; the polarisation
+   ``ab = S^2/4 (sq((a+b)/S) - sq((a-b)/S))`` + O(S^-2), and Richardson combination of K
+   scales cancels the terms up to O(S^-2K). The truncation is summed exactly from the series;
+   rounding grows like ``u S (|a|+|b|)``.
+4. **Linear units**: ``GeLU(z) - GeLU(-z) = z`` exactly, so no GeLU offset (Lemma 5) is used.
+5. **Division** (Lemma 8): pads ±M·c make LayerNorm divide by |c|: relative error
+   ``R^2/(4 M^2 c_min^2)`` plus rounding ``4uM``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
+LOG_GRID = 10.0 ** np.arange(-2.0, 16.0, 0.02)
+
+
+def roundoff(dtype: str) -> float:
+    if dtype not in UNIT_ROUNDOFF:
+        raise ValueError(f"dtype must be one of {sorted(UNIT_ROUNDOFF)}, got {dtype!r}")
+    return UNIT_ROUNDOFF[dtype]
+
+
+def attention_gap(dtype: str) -> float:
+    """Logit gap G between the selected column and the next best: ``e^{-G} = u e^{-10}``."""
+    return math.log(1.0 / roundoff(dtype)) + 10.0
+
+
+def attention_error(dtype: str, T: int, input_mass: float, out_bound: float) -> float:
+    """Error of an attention-written entry: leak ``T e^{-G} * mass`` plus ``4u`` rounding."""
+    u = roundoff(dtype)
+    return T * math.exp(-attention_gap(dtype)) * input_mass + 4 * u * (input_mass + out_bound)
+
+
+def sq_coefficient(n: int) -> float:
+    """Coefficient of z^{2n+2} in sq(z) = sqrt(pi/2) (GeLU(z) + GeLU(-z)) = z erf(z/sqrt 2) sqrt(pi/2)."""
+    return (-1) ** n / (2**n * math.factorial(n) * (2 * n + 1))
+
+
+def richardson_weights(levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scale factors 2^m and weights w_m with sum w_m = 1 and sum w_m 2^{-2nm} = 0 for n < levels."""
+    factors = 2.0 ** np.arange(levels)
+    V = np.array([[f ** (-2 * n) for f in factors] for n in range(levels)])
+    rhs = np.zeros(levels)
+    rhs[0] = 1.0
+    return factors, np.linalg.solve(V, rhs)
+
+
+@dataclass(frozen=True)
+class LayerNormRead:
+    """How exactly an MLP reads a unit through LayerNorm: ``h -> gamma h + eps``."""
+
+    scale_error: float  # bound on 1 - gamma (gamma <= 1)
+    abs_error: float  # bound on |eps|
+
+    def perturb(self, value_bound: float, other_bound: float) -> float:
+        """Bound on |a' b' - a b| when both factors are read this way."""
+        e = self.abs_error
+        return 2 * self.scale_error * value_bound * other_bound + e * (value_bound + other_bound) + e * e
+
+
+def layer_norm_read(dtype: str, pad: float, R2: float) -> LayerNormRead:
+    """Reads through LayerNorm with pads ±``pad`` and the other units' squared bound sum ``R2``."""
+    u = roundoff(dtype)
+    return LayerNormRead(scale_error=R2 / (4 * pad**2) + 4 * u, abs_error=4 * u * pad)
+
+
+def product_error(dtype: str, A: float, B: float, S: float, levels: int) -> float:
+    """Bound on |GeLU-polarisation product - a'b'| for |a'| <= A, |b'| <= B (truncation + rounding)."""
+    u = roundoff(dtype)
+    factors, weights = richardson_weights(levels)
+    s = A + B
+    trunc = 0.0
+    for n in range(levels, levels + 40):  # sum_n |c_n| |sum_m w_m (s/S_m)^{2n}| s^2 / 2
+        moment = abs(sum(w * (s / (S * f)) ** (2.0 * n) for f, w in zip(factors, weights)))
+        trunc += abs(sq_coefficient(n)) * moment * s**2 / 2
+    # GeLU evaluation (|error| <= 4u|z| per unit, 4 units per level) and the output sum.
+    rounding = sum(abs(w) * (S * f) for f, w in zip(factors, weights)) * s * u * (6.3 + 2.0 * 4 * levels)
+    return trunc + rounding
+
+
+def best_product_scale(dtype: str, A: float, B: float, levels: int) -> tuple[float, float]:
+    """The scale S minimising :func:`product_error`; returns (S, error)."""
+    lo = max(A + B, 1e-300)
+    errs = [(product_error(dtype, A, B, lo * g, levels), lo * g) for g in LOG_GRID if g >= 1.0]
+    err, S = min(errs)
+    return S, err
+
+
+def mul_error(dtype: str, ln: LayerNormRead, A: float, B: float, q: int, levels: int) -> tuple[float, float]:
+    """Mechanism error of one mul output entry (q products) and the chosen product scale."""
+    A1 = A * (1 + 8 * roundoff(dtype)) + ln.abs_error
+    B1 = B * (1 + 8 * roundoff(dtype)) + ln.abs_error
+    S, perr = best_product_scale(dtype, A1, B1, levels)
+    return q * (ln.perturb(A, B) + perr), S
+
+
+def div_error(dtype: str, M: float, R2: float, R1: float, num_bound: float, den_min: float) -> float:
+    """Mechanism error of ``num/|den|`` realised by LayerNorm with division pads ±M·den."""
+    u = roundoff(dtype)
+    scale = R2 / (4 * M**2 * den_min**2) + 4 * u
+    return scale * num_bound / den_min + 4 * u * M + u * R1 / den_min + 12 * u * num_bound / den_min
+
+
+def best_div_scale(dtype: str, R2: float, R1: float, num_bound: float, den_min: float) -> tuple[float, float]:
+    err, M = min((div_error(dtype, M, R2, R1, num_bound, den_min), M) for M in LOG_GRID)
+    return M, err

@@ -1,0 +1,365 @@
+"""Compile a :class:`Program` into a :class:`~iclkit.transformer.Transformer` with certified bounds.
+
+Pipeline, in stage order: validate -> schedule into layers -> bound every slot -> choose the
+constants (LayerNorm pad P, product scales S, division scales M) that minimise the stated
+bounds -> write each layer's weights -> propagate the error bounds through the schedule.
+
+How a layer realises its ops (see ``bounds`` for the numbers):
+
+- attention ops (mov, aff, mean) are one head per read pattern (shift by k columns, or the
+  causal mean); the value/output maps carry the linear map, the bias (read from ``one``)
+  and minus the old content of the target slot, so the write overwrites. Exact up to
+  rounding: no LayerNorm, no GeLU.
+- MLP ops (mul, div) read through LayerNorm, pinned by the ±P pads; the layer's attention
+  first clears the target slot. A div's attention swaps the ±P pads for ±M·den, its MLP
+  restores ±P through its bias, and the next layer's attention removes ±M·den.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from iclkit.primitives import bounds as bd
+from iclkit.primitives.layout import Layout
+from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op
+from iclkit.primitives.program import READABLE_SYSTEM, Layer, Program
+from iclkit.transformer import Transformer, TransformerConfig
+
+PAD_SLOTS = ("pad+", "pad-", "div+", "div-")
+SQRT_HALF_PI = math.sqrt(math.pi / 2)
+
+
+class BoundError(ValueError):
+    """Input outside the domain the error bound is certified for."""
+
+
+@dataclass
+class Compiled:
+    """A compiled program: the torch model, its layout and schedule, constants and bounds."""
+
+    program: Program
+    model: Transformer
+    layout: Layout
+    schedule: list[Layer]
+    input_order: list[str]
+    slot_bounds: dict[str, float]
+    error_bounds: dict[str, float]  # certified max |entry error| of each slot at the end
+    constants: dict[str, float] = field(default_factory=dict)
+    output: str | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.cfg.num_layers
+
+    def tokens(self, inputs: dict[str, np.ndarray]) -> torch.Tensor:
+        """Concatenate input slots (batch, T, *shape) into the token tensor (batch, T, token_dim)."""
+        parts = []
+        for name in self.input_order:
+            v = np.asarray(inputs[name], dtype=float)
+            parts.append(v.reshape(*v.shape[:2], -1))
+        return torch.from_numpy(np.concatenate(parts, axis=-1)).to(self.model.dtype)
+
+    def check_inputs(self, inputs: dict[str, np.ndarray], strict: bool = True) -> None:
+        """Refuse wrong shapes, NaN/inf, and values beyond the certified input bounds."""
+        missing = sorted(set(self.input_order) - set(inputs))
+        if missing:
+            raise ValueError(f"missing inputs: {missing}")
+        lead = None
+        for name in self.input_order:
+            v = np.asarray(inputs[name], dtype=float)
+            want = self.program.slots[name]
+            if v.ndim != 2 + len(want) or tuple(v.shape[2:]) != want:
+                raise ValueError(f"input {name!r} must have shape (batch, T, {', '.join(map(str, want))}), got {v.shape}")
+            if lead is None:
+                lead = v.shape[:2]
+            elif v.shape[:2] != lead:
+                raise ValueError(f"input {name!r} has (batch, T) = {v.shape[:2]}, others have {lead}")
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"input {name!r} contains NaN or inf")
+            worst = float(np.abs(v).max(initial=0.0))
+            if worst > self.program.inputs[name]:
+                msg = f"input {name!r} has |entry| {worst:.4g} > certified bound {self.program.inputs[name]:.4g}"
+                if strict:
+                    raise BoundError(msg)
+                warnings.warn(msg + " (non-strict mode: the error bound does not hold)", stacklevel=3)
+        if lead[1] > self.model.cfg.max_len:
+            raise ValueError(f"sequence length {lead[1]} exceeds the compiled max_len {self.model.cfg.max_len}")
+
+    def run(self, inputs: dict[str, np.ndarray], strict: bool = True, states: bool = False):
+        """Run the transformer; return every slot's final value as (batch, T, *shape).
+
+        ``strict`` (default) raises :class:`BoundError` when an input, or any intermediate
+        value of the reference run, leaves the domain the bound is certified for; with
+        ``strict=False`` it warns instead. ``states=True`` also returns the named residual
+        after every layer.
+        """
+        self.check_inputs(inputs, strict)
+        self.check_intermediates(inputs, strict)
+        with torch.no_grad():
+            _, hs = self.model(self.tokens(inputs), return_states=True)
+        final = self.layout.read(hs[-1])
+        out = {n: final[n] for n in self.program.slots}
+        return (out, [self.layout.read(h) for h in hs]) if states else out
+
+    def check_intermediates(self, inputs: dict[str, np.ndarray], strict: bool = True) -> None:
+        """Asserted slot bounds and divisor lower bounds must hold on this input."""
+        _, log = self.program.interpret(inputs, trace=True)
+        for op, value in log:
+            problems = []
+            if np.abs(value).max(initial=0) > self.slot_bounds[op.dst] * (1 + 1e-12):
+                problems.append(f"slot {op.dst!r} reaches {np.abs(value).max():.4g} > bound {self.slot_bounds[op.dst]:.4g}")
+            if isinstance(op, Div):
+                dens = np.abs(np.asarray(self.program.interpret(inputs)[op.den], dtype=float))
+                if dens.min() < op.den_min:
+                    problems.append(f"divisor {op.den!r} reaches {dens.min():.4g} < den_min {op.den_min:.4g}")
+            for msg in problems:
+                if strict:
+                    raise BoundError(f"{op.describe()}: {msg}; this input is outside the certified domain")
+                warnings.warn(msg + " (non-strict mode: the error bound does not hold)", stacklevel=3)
+
+
+def compile_program(
+    program: Program,
+    *,
+    max_len: int,
+    dtype: str = "float64",
+    mode: str = "fused",
+    levels: int = 2,
+    output: str | None = None,
+    max_width: int | None = None,
+) -> Compiled:
+    """Compile ``program`` for sequences up to ``max_len`` columns (BOS included)."""
+    bd.roundoff(dtype)
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    if levels < 1:
+        raise ValueError(f"levels (Richardson scales per product) must be >= 1, got {levels}")
+    program.validate(max_width)
+    if output is not None and (output not in program.slots or program.slots[output] not in ((), (1,))):
+        raise ValueError(f"output must be a scalar slot of the program, got {output!r}")
+    layout = program.layout()
+    layers = program.schedule(mode)
+    slot_bounds = program.bounds()
+    sizes = program.sizes()
+    L = layout.width
+    R2 = sum(sizes[n] * slot_bounds[n] ** 2 for n in program.slots) + 4.0  # + one, pos, pos2, bos
+    R1 = sum(sizes[n] * slot_bounds[n] for n in program.slots) + 4.0
+
+    # ---- constants ----------------------------------------------------------------------
+    mlp_ops = [op for layer in layers for op in layer.mlp]
+    muls = [op for op in mlp_ops if isinstance(op, Mul)]
+
+    def mul_total(P: float) -> float:
+        ln = bd.layer_norm_read(dtype, P, R2)
+        return max(
+            (bd.mul_error(dtype, ln, slot_bounds[m.a], slot_bounds[m.b], m.shape[1], levels)[0] / max(slot_bounds[m.dst], 1e-300) for m in muls),
+            default=0.0,
+        )
+
+    P = min(bd.LOG_GRID, key=mul_total) if muls else 1.0
+    ln_read = bd.layer_norm_read(dtype, P, R2)
+    scales: dict[int, float] = {}
+    mech: dict[int, float] = {}
+    for op in mlp_ops:
+        if isinstance(op, Mul):
+            mech[id(op)], scales[id(op)] = bd.mul_error(dtype, ln_read, slot_bounds[op.a], slot_bounds[op.b], op.shape[1], levels)
+        else:
+            scales[id(op)], mech[id(op)] = bd.best_div_scale(dtype, R2, R1, slot_bounds[op.num], op.den_min)
+
+    # ---- weights ------------------------------------------------------------------------
+    T_max = max(max_len - 1, 1)
+    G = bd.attention_gap(dtype)
+    layer_specs = [_layer_spec(layer, layout, sizes, P, scales, levels) for layer in layers]
+    heads = max((len(s.heads) for s in layer_specs), default=1) or 1
+    value_dim = max((h.value_dim for s in layer_specs for h in s.heads.values()), default=1) or 1
+    mlp_width = max((len(s.hidden) for s in layer_specs), default=1) or 1
+    cfg = TransformerConfig(
+        token_dim=sum(sizes[n] for n in program.inputs),
+        width=L,
+        num_layers=len(layers),
+        num_heads=heads,
+        head_dim=3,
+        value_dim=value_dim,
+        mlp_width=mlp_width,
+        max_len=max_len,
+        dtype=dtype,
+    )
+    model = Transformer(cfg)
+    with torch.no_grad():
+        _write_embedding(model, layout, list(program.inputs), sizes, P, T_max)
+        for torch_layer, spec in zip(model.layers, layer_specs):
+            spec.write(torch_layer, layout, G, T_max, P)
+        if output is not None:
+            model.readout[layout.rows(output)] = 1.0
+
+    errors = _propagate_errors(program, layers, slot_bounds, sizes, mech, dtype, max_len)
+    constants = {"ln_pad": P, "attention_gap": G, "levels": levels}
+    for op in mlp_ops:
+        constants[f"{op.describe()}: {'product scale' if isinstance(op, Mul) else 'division scale'}"] = scales[id(op)]
+    return Compiled(program, model, layout, layers, list(program.inputs), slot_bounds, errors, constants, output)
+
+
+# ---- per-layer weight specs ---------------------------------------------------------------
+@dataclass
+class _Head:
+    """One attention head: a read pattern, the slots its value copies, and output coefficients."""
+
+    shift: int | None  # None: causal mean
+    sources: list[str] = field(default_factory=list)
+    outputs: list[tuple[str, int, str, int, float]] = field(default_factory=list)  # (src, src_idx, dst, dst_idx, coef)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, src: str, dst: str, matrix: np.ndarray) -> None:
+        if src not in self.sources:
+            self.sources.append(src)
+        for i, j in zip(*np.nonzero(matrix)):
+            self.outputs.append((src, int(j), dst, int(i), float(matrix[i, j])))
+
+    @property
+    def value_dim(self) -> int:
+        return sum(self.sizes[s] for s in self.sources)
+
+
+@dataclass
+class _LayerSpec:
+    heads: dict = field(default_factory=dict)
+    hidden: list[tuple[list[tuple[str, int, float]], str, int, float]] = field(default_factory=list)
+    # hidden unit: (input terms (slot, idx, coef) on h/sigma*scale, output slot, idx, output coef)
+    out_bias: list[tuple[str, int, float]] = field(default_factory=list)
+    recover: str = "pad"  # which pads give back the mean: "pad" or "div"
+    read_scale: float = 1.0  # multiplies normalised units to undo LayerNorm's 1/sigma
+
+    def head(self, shift: int | None, sizes: dict[str, int]) -> _Head:
+        if shift not in self.heads:
+            self.heads[shift] = _Head(shift, sizes=sizes)
+        return self.heads[shift]
+
+    def write(self, layer, layout: Layout, G: float, T_max: int, P: float) -> None:
+        r = layout.rows
+        for h_idx, head in enumerate(self.heads.values()):
+            if head.shift is not None:
+                k = head.shift / T_max
+                c = G * T_max**2
+                # q.k_j = -G (j - (t - k))^2 with keys [pos2, pos, one].
+                layer.W_K[h_idx, r("pos2").start, 0] = 1.0
+                layer.W_K[h_idx, r("pos").start, 1] = 1.0
+                layer.W_K[h_idx, r("one").start, 2] = 1.0
+                layer.W_Q[h_idx, r("one").start, 0] = -c
+                layer.W_Q[h_idx, r("pos").start, 1] = 2 * c
+                layer.W_Q[h_idx, r("one").start, 1] = -2 * c * k
+                layer.W_Q[h_idx, r("pos2").start, 2] = -c
+                layer.W_Q[h_idx, r("pos").start, 2] = 2 * c * k
+                layer.W_Q[h_idx, r("one").start, 2] = -c * k * k
+            offset = 0
+            starts = {}
+            for src in head.sources:
+                starts[src] = offset
+                for i in range(head.sizes[src]):
+                    layer.W_V[h_idx, r(src).start + i, offset + i] = 1.0
+                offset += head.sizes[src]
+            for src, j, dst, i, coef in head.outputs:
+                layer.W_O[h_idx, starts[src] + j, r(dst).start + i] += coef
+        pads = ("pad+", "pad-") if self.recover == "pad" else ("div+", "div-")
+        for unit, (terms, dst, idx, out_coef) in enumerate(self.hidden):
+            for slot, i, coef in terms:
+                layer.W_in[r(slot).start + i, unit] += coef * self.read_scale
+                for pad in pads:  # h_j / sigma = u_j - (u_pad+ + u_pad-)/2: the mean comes back
+                    layer.W_in[r(pad).start, unit] -= coef * self.read_scale / 2
+            layer.W_out[unit, r(dst).start + idx] += out_coef
+        for slot, i, value in self.out_bias:
+            layer.b_out[r(slot).start + i] += value
+
+
+def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, scales: dict, levels: int) -> _LayerSpec:
+    spec = _LayerSpec()
+    eye = lambda n: np.eye(n)  # noqa: E731
+    for op in layer.attn:
+        head = spec.head(None if isinstance(op, Mean) else op.offset, sizes)
+        if isinstance(op, Mean):
+            head.add(op.src, op.dst, eye(sizes[op.dst]))
+        else:
+            assert isinstance(op, Aff)
+            for src, W in op.matrices(sizes):
+                head.add(src, op.dst, W)
+            b = op.bias_vector(sizes[op.dst])
+            if b is not None:
+                head.add("one", op.dst, b.reshape(-1, 1))
+        spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # overwrite: minus the old value
+    for div in layer.cleanups:
+        M = scales[id(div)]
+        spec.head(0, sizes).add(div.den, "div+", np.array([[-M]]))
+        spec.head(0, sizes).add(div.den, "div-", np.array([[M]]))
+    L = layout.width
+    for op in layer.mlp:
+        spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # clear the target first
+        if isinstance(op, Mul):
+            spec.read_scale = P * math.sqrt(2 / L)
+            _product_units(spec, op, scales[id(op)], levels)
+        else:
+            M = scales[id(op)]
+            spec.recover, spec.read_scale = "div", M * math.sqrt(2 / L)
+            h0 = spec.head(0, sizes)
+            h0.add(op.den, "div+", np.array([[M]]))
+            h0.add(op.den, "div-", np.array([[-M]]))
+            h0.add("one", "pad+", np.array([[-P]]))
+            h0.add("one", "pad-", np.array([[P]]))
+            spec.out_bias += [("pad+", 0, P), ("pad-", 0, -P)]
+            for i in range(sizes[op.dst]):  # GeLU(z) - GeLU(-z) = z, exactly
+                spec.hidden.append(([(op.num, i, 1.0)], op.dst, i, 1.0))
+                spec.hidden.append(([(op.num, i, -1.0)], op.dst, i, -1.0))
+    return spec
+
+
+def _product_units(spec: _LayerSpec, op: Mul, S: float, levels: int) -> None:
+    """ab = S^2/4 (sq((a+b)/S) - sq((a-b)/S)), Richardson-combined over scales S 2^m."""
+    p, q, r = op.shape
+    factors, weights = bd.richardson_weights(levels)
+    for i in range(p):
+        for k in range(r):
+            for j in range(q):
+                a_idx, b_idx, out_idx = i * q + j, j * r + k, i * r + k
+                for f, w in zip(factors, weights):
+                    Sm = S * f
+                    c_out = w * Sm**2 / 4 * SQRT_HALF_PI
+                    for sign_b, sign_out in ((1.0, 1.0), (-1.0, -1.0)):
+                        for sign in (1.0, -1.0):
+                            terms = [(op.a, a_idx, sign / Sm), (op.b, b_idx, sign * sign_b / Sm)]
+                            spec.hidden.append((terms, op.dst, out_idx, sign_out * c_out))
+
+
+def _write_embedding(model: Transformer, layout: Layout, inputs: list[str], sizes: dict[str, int], P: float, T_max: int) -> None:
+    r = layout.rows
+    col = 0
+    for name in inputs:
+        for i in range(sizes[name]):
+            model.W_E[col + i, r(name).start + i] = 1.0
+        col += sizes[name]
+    t = torch.arange(model.cfg.max_len, dtype=model.dtype)
+    model.pos[:, r("one").start] = 1.0
+    model.pos[:, r("pos").start] = t / T_max
+    model.pos[:, r("pos2").start] = (t / T_max) ** 2
+    model.pos[0, r("bos").start] = 1.0
+    model.pos[:, r("pad+").start] = P
+    model.pos[:, r("pad-").start] = -P
+
+
+def _propagate_errors(
+    program: Program, layers: list[Layer], slot_bounds: dict, sizes: dict, mech: dict, dtype: str, T: int
+) -> dict[str, float]:
+    """Forward error analysis through the schedule: exact-input error + each op's own error."""
+    errors = {n: 0.0 for n in program.slots} | {n: 0.0 for n in READABLE_SYSTEM}
+    for layer in layers:
+        before = dict(errors)
+        for op in layer.attn:
+            mass = op.input_mass(slot_bounds, sizes) if isinstance(op, Aff) else slot_bounds[op.src]
+            own = bd.attention_error(dtype, T, mass + slot_bounds[op.dst], slot_bounds[op.dst])
+            errors[op.dst] = op.propagated_error(slot_bounds, before, sizes) + own
+        mid = dict(errors)
+        for op in layer.mlp:
+            errors[op.dst] = op.propagated_error(slot_bounds, mid, sizes) + mech[id(op)]
+    return errors

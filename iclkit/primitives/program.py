@@ -1,0 +1,273 @@
+"""Programs of primitive ops on named slots: validation, interpretation, bounds and scheduling.
+
+A :class:`Program` declares its slots (name -> shape), which of them are inputs (with the
+bound |entry| <= B the caller promises), and a list of steps (an op, or a
+:class:`~iclkit.primitives.ops.Parallel` group that must share one layer). It is the
+interpreter side of the tracr/ALTA lesson: the same program runs in plain numpy
+(:meth:`Program.interpret`) and compiled to transformer weights
+(:func:`iclkit.primitives.compile.compile_program`), and the two must agree within the
+certified bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from iclkit.primitives.layout import SYSTEM_SLOTS, Layout, Slot
+from iclkit.primitives.ops import Div, Op, Parallel
+
+READABLE_SYSTEM = {"one": 1.0, "bos": 1.0}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a program is refused: the step, the op, what is wrong."""
+
+    step: int
+    op: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"step {self.step} {self.op}: {self.reason}"
+
+
+class ProgramError(ValueError):
+    """A program failed validation; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("program refused:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class Layer:
+    """What one decoder layer does: attention-side ops, MLP-side ops, and division clean-ups."""
+
+    attn: list[Op] = field(default_factory=list)
+    mlp: list[Op] = field(default_factory=list)
+    cleanups: list[Div] = field(default_factory=list)  # divisions of the previous layer to undo
+
+
+class Program:
+    """Slots, inputs with bounds, and a list of steps."""
+
+    def __init__(
+        self,
+        slots: dict[str, tuple[int, ...] | int],
+        inputs: dict[str, float],
+        steps: list[Op | Parallel],
+        name: str = "program",
+    ) -> None:
+        self.name = name
+        self.slots = {n: (s,) if isinstance(s, int) else tuple(s) for n, s in slots.items()}
+        self.inputs = dict(inputs)
+        self.steps = list(steps)
+
+    # ---- structure -----------------------------------------------------------------------
+    @property
+    def ops(self) -> list[Op]:
+        return [op for step in self.steps for op in (step.ops if isinstance(step, Parallel) else (step,))]
+
+    def sizes(self) -> dict[str, int]:
+        sizes = {n: int(np.prod(s)) for n, s in self.slots.items()}
+        sizes.update({n: 1 for n in SYSTEM_SLOTS})
+        return sizes
+
+    def layout(self) -> Layout:
+        return Layout([Slot(n, s) for n, s in self.slots.items()])
+
+    # ---- validation ----------------------------------------------------------------------
+    def problems(self, max_width: int | None = None) -> list[Problem]:
+        """Every reason this program cannot be compiled (empty when it can)."""
+        found: list[Problem] = []
+        reserved = [n for n in self.slots if n in SYSTEM_SLOTS]
+        for n in reserved:
+            found.append(Problem(-1, "slots", f"slot name {n!r} is reserved for a system unit"))
+        for n in self.inputs:
+            if n not in self.slots:
+                found.append(Problem(-1, "inputs", f"input {n!r} is not a declared slot"))
+            elif not self.inputs[n] > 0:
+                found.append(Problem(-1, "inputs", f"input {n!r} needs a bound > 0, got {self.inputs[n]}"))
+        sizes = self.sizes()
+        written = set(self.inputs) | set(READABLE_SYSTEM)
+        for i, step in enumerate(self.steps):
+            group = step.ops if isinstance(step, Parallel) else (step,)
+            for op in group:
+                desc = op.describe()
+                unknown = [s for s in (op.dst, *op.reads()) if s not in self.slots and s not in READABLE_SYSTEM]
+                for s in unknown:
+                    found.append(Problem(i, desc, f"slot {s!r} is not declared"))
+                if unknown:
+                    continue
+                for reason in op.shape_problems(sizes):
+                    found.append(Problem(i, desc, reason))
+                for s in op.reads():
+                    if s not in written:
+                        found.append(Problem(i, desc, f"reads slot {s!r}, which nothing has written"))
+                if op.dst in self.inputs or op.dst in READABLE_SYSTEM:
+                    found.append(Problem(i, desc, f"writes over input slot {op.dst!r}"))
+                if op.kind == "mlp" and op.dst in op.reads():
+                    found.append(Problem(i, desc, f"an MLP op cannot write over its own input {op.dst!r}; use a fresh slot"))
+            if isinstance(step, Parallel):
+                found.extend(Problem(i, "parallel", r) for r in clashes(group))
+            for op in group:
+                written.add(op.dst)
+        if max_width is not None and self.layout().width > max_width:
+            found.append(
+                Problem(-1, "layout", f"too little room: the slots need width {self.layout().width} > {max_width}")
+            )
+        return found
+
+    def validate(self, max_width: int | None = None) -> None:
+        """Raise :class:`ProgramError` listing every problem, if there is any."""
+        found = self.problems(max_width)
+        if found:
+            raise ProgramError(found)
+
+    # ---- reference semantics -------------------------------------------------------------
+    def interpret(self, inputs: dict[str, np.ndarray], trace: bool = False):
+        """Run the program in numpy on per-column inputs of shape (batch, T, *shape).
+
+        Returns the final value of every slot as (batch, T, *shape); with ``trace=True`` also
+        the list of (op, value written) in execution order. Object arrays (sympy) work too.
+        """
+        sizes = self.sizes()
+        missing = sorted(set(self.inputs) - set(inputs))
+        if missing:
+            raise ValueError(f"missing inputs: {missing}")
+        first = np.asarray(inputs[next(iter(self.inputs))]) if self.inputs else None
+        B, T = first.shape[:2]
+        symbolic = any(np.asarray(v).dtype == object for v in inputs.values())
+        dtype = object if symbolic else float
+        values = {n: np.zeros((B, T, sizes[n]), dtype=dtype) for n in self.slots}
+        for n in self.inputs:
+            values[n] = np.asarray(inputs[n], dtype=dtype).reshape(B, T, sizes[n])
+        values["one"] = np.ones((B, T, 1), dtype=dtype)
+        values["bos"] = np.zeros((B, T, 1), dtype=dtype)
+        values["bos"][:, 0] = 1
+        log = []
+        for step in self.steps:
+            group = step.ops if isinstance(step, Parallel) else (step,)
+            results = [(op, op.evaluate(values, sizes)) for op in group]  # a layer reads the old state
+            for op, result in results:
+                values[op.dst] = result
+                if trace:
+                    log.append((op, result))
+        out = {n: values[n].reshape(B, T, *self.slots[n]) for n in self.slots}
+        return (out, log) if trace else out
+
+    # ---- bounds --------------------------------------------------------------------------
+    def bounds(self) -> dict[str, float]:
+        """Max |entry| every slot can hold anywhere in the program, from the input bounds."""
+        sizes = self.sizes()
+        b = {n: 0.0 for n in self.slots} | dict(READABLE_SYSTEM) | {n: float(v) for n, v in self.inputs.items()}
+        for step in self.steps:
+            group = step.ops if isinstance(step, Parallel) else (step,)
+            new = [(op.dst, op.out_bound(b, sizes)) for op in group]
+            for dst, value in new:
+                b[dst] = max(b[dst], value)
+        return b
+
+    # ---- scheduling ----------------------------------------------------------------------
+    def schedule(self, mode: str = "fused") -> list[Layer]:
+        """Assign ops to layers. ``faithful``: one step per layer, as in the paper's chains.
+        ``fused``: greedy packing of non-clashing ops (Lemma 7), attention reads feeding the
+        same layer's MLP (the RAW pattern), respecting every read/write order."""
+        if mode not in ("faithful", "fused"):
+            raise ValueError(f"mode must be 'faithful' or 'fused', got {mode!r}")
+        self.validate()
+        return _faithful(self.steps) if mode == "faithful" else _fused(self.ops)
+
+
+def clashes(group: tuple[Op, ...] | list[Op]) -> list[str]:
+    """Lemma 7: ops sharing a sublayer must not write what another reads or writes."""
+    found = []
+    for i, a in enumerate(group):
+        for j, b in enumerate(group):
+            if i != j and b.dst in {a.dst, *a.reads()}:
+                found.append(f"{b.describe()} writes {b.dst!r}, which {a.describe()} also touches")
+    divs = [op for op in group if isinstance(op, Div)]
+    mlps = [op for op in group if op.kind == "mlp"]
+    if divs and len(mlps) > 1:
+        found.append("a div needs the layer's MLP to itself (it takes over LayerNorm's scale)")
+    return found
+
+
+def _faithful(steps: list[Op | Parallel]) -> list[Layer]:
+    layers: list[Layer] = []
+    for step in steps:
+        group = step.ops if isinstance(step, Parallel) else (step,)
+        layer = Layer()
+        for op in group:
+            (layer.attn if op.kind == "attn" else layer.mlp).append(op)
+        layers.append(layer)
+    _place_cleanups(layers)
+    return layers
+
+
+def _place_cleanups(layers: list[Layer]) -> None:
+    """Each division's pads are removed by the next layer's attention (a new layer if last)."""
+    for i in range(len(layers)):
+        divs = [op for op in layers[i].mlp if isinstance(op, Div)]
+        if divs and i + 1 == len(layers):
+            layers.append(Layer())
+        if divs:
+            layers[i + 1].cleanups.extend(divs)
+
+
+def _fused(ops: list[Op]) -> list[Layer]:
+    """List scheduling on sublayers: 2L is layer L's attention, 2L+1 its MLP."""
+    last_write: dict[str, int] = {}
+    last_read: dict[str, int] = {}
+    occupancy: dict[int, list[tuple[set[str], set[str], bool]]] = {}  # sublayer -> (reads, writes, is_div)
+
+    def fits(sub: int, reads: set[str], writes: set[str], is_div: bool) -> bool:
+        for r, w, d in occupancy.get(sub, []):
+            if writes & (r | w) or w & reads:
+                return False
+            if sub % 2 == 1 and (d or is_div):
+                return False
+        return True
+
+    def occupy(sub: int, reads: set[str], writes: set[str], is_div: bool = False) -> None:
+        occupancy.setdefault(sub, []).append((reads, writes, is_div))
+
+    placed: list[tuple[int, Op]] = []
+    for op in ops:
+        reads = set(op.reads())
+        earliest_read = max((last_write.get(s, -1) for s in reads), default=-1) + 1
+        earliest_write = max(last_write.get(op.dst, -1), last_read.get(op.dst, -1)) + 1
+        is_div = isinstance(op, Div)
+        L = 0
+        while True:
+            if op.kind == "attn":
+                sub = 2 * L
+                ok = sub >= earliest_read and sub >= earliest_write and fits(sub, reads, {op.dst}, False)
+            else:
+                sub = 2 * L + 1
+                clear_ok = fits(2 * L, set(), {op.dst}, False) and 2 * L >= earliest_write
+                cleanup_ok = not is_div or fits(2 * L + 2, {op.den}, set(), False)
+                ok = sub >= earliest_read and clear_ok and cleanup_ok and fits(sub, reads, {op.dst}, is_div)
+            if ok:
+                break
+            L += 1
+        if op.kind == "attn":
+            occupy(2 * L, reads, {op.dst})
+        else:
+            occupy(2 * L, set(), {op.dst})
+            occupy(2 * L + 1, reads, {op.dst}, is_div)
+            if is_div:
+                occupy(2 * L + 2, {op.den}, set())
+                last_read[op.den] = max(last_read.get(op.den, -1), 2 * L + 2)
+        for s in reads:
+            last_read[s] = max(last_read.get(s, -1), sub)
+        last_write[op.dst] = sub
+        placed.append((L, op))
+    n_layers = 1 + max((L for L, _ in placed), default=-1)
+    layers = [Layer() for _ in range(n_layers)]
+    for L, op in placed:
+        (layers[L].attn if op.kind == "attn" else layers[L].mlp).append(op)
+    _place_cleanups(layers)
+    return layers

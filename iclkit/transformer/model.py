@@ -1,0 +1,165 @@
+"""The paper's decoder (Akyürek et al. 2023, Sec. 2.1) as a torch module.
+
+One layer::
+
+    h <- h + W_O [softmax(causal(q k^T)) v]_heads          (attention, added to the residual)
+    h <- h + W_out GeLU(W_in LN(h) + b_in) + b_out          (MLP on the LayerNorm'ed residual)
+
+GeLU is the exact erf form; LN is ``(x - mean) / sqrt(var + eps)`` over the whole residual
+vector, optionally with a learned gain and bias (trained learners use them; constructions
+do not). Position 0 holds a BOS token, the attention sink. This file is the only
+implementation of the layer math in iclkit: constructed and trained models both run here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Sizes and numerical options of a :class:`Transformer`."""
+
+    token_dim: int
+    width: int
+    num_layers: int
+    num_heads: int
+    head_dim: int  # query/key size per head
+    value_dim: int  # value size per head
+    mlp_width: int
+    max_len: int
+    attn_scale: float = 1.0  # logits are scale * q.k (the paper uses 1)
+    ln_eps: float = 0.0
+    ln_affine: bool = False
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        for name in ("token_dim", "width", "num_heads", "head_dim", "value_dim", "mlp_width", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TransformerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_layers < 0:
+            raise ValueError(f"TransformerConfig.num_layers must be >= 0, got {self.num_layers}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"TransformerConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+
+
+class DecoderLayer(nn.Module):
+    """One attention sublayer and one LayerNorm'ed GeLU MLP sublayer, both residual."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        dt = DTYPES[cfg.dtype]
+        H, D, k, v, Fw = cfg.num_heads, cfg.width, cfg.head_dim, cfg.value_dim, cfg.mlp_width
+        self.cfg = cfg
+        self.W_Q = nn.Parameter(torch.zeros(H, D, k, dtype=dt))
+        self.W_K = nn.Parameter(torch.zeros(H, D, k, dtype=dt))
+        self.W_V = nn.Parameter(torch.zeros(H, D, v, dtype=dt))
+        self.W_O = nn.Parameter(torch.zeros(H, v, D, dtype=dt))
+        self.W_in = nn.Parameter(torch.zeros(D, Fw, dtype=dt))
+        self.b_in = nn.Parameter(torch.zeros(Fw, dtype=dt))
+        self.W_out = nn.Parameter(torch.zeros(Fw, D, dtype=dt))
+        self.b_out = nn.Parameter(torch.zeros(D, dtype=dt))
+        if cfg.ln_affine:
+            self.ln_gain = nn.Parameter(torch.ones(D, dtype=dt))
+            self.ln_bias = nn.Parameter(torch.zeros(D, dtype=dt))
+
+    def attention(self, h: torch.Tensor) -> torch.Tensor:
+        """Causal multi-head softmax attention output (not yet added to ``h``)."""
+        q = torch.einsum("btd,hdk->bhtk", h, self.W_Q)
+        k = torch.einsum("btd,hdk->bhtk", h, self.W_K)
+        v = torch.einsum("btd,hdv->bhtv", h, self.W_V)
+        logits = self.cfg.attn_scale * q @ k.transpose(-1, -2)
+        T = h.shape[1]
+        future = torch.triu(torch.ones(T, T, dtype=torch.bool, device=h.device), diagonal=1)
+        weights = torch.softmax(logits.masked_fill(future, float("-inf")), dim=-1)
+        return torch.einsum("bhtv,hvd->btd", weights @ v, self.W_O)
+
+    def layer_norm(self, h: torch.Tensor) -> torch.Tensor:
+        centred = h - h.mean(-1, keepdim=True)
+        out = centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps)
+        if self.cfg.ln_affine:
+            out = out * self.ln_gain + self.ln_bias
+        return out
+
+    def mlp(self, h: torch.Tensor) -> torch.Tensor:
+        """MLP output (not yet added to ``h``)."""
+        return F.gelu(self.layer_norm(h) @ self.W_in + self.b_in) @ self.W_out + self.b_out
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = h + self.attention(h)
+        return h + self.mlp(h)
+
+
+class Transformer(nn.Module):
+    """Token embedding + positional table, a stack of :class:`DecoderLayer`, a linear readout.
+
+    ``forward(tokens)`` takes ``(B, T, token_dim)`` and returns the readout at every position,
+    shape ``(B, T)``; with ``return_states=True`` also the residual before the first layer and
+    after every layer (``num_layers + 1`` tensors of shape ``(B, T, width)``).
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        dt = DTYPES[cfg.dtype]
+        self.cfg = cfg
+        self.W_E = nn.Parameter(torch.zeros(cfg.token_dim, cfg.width, dtype=dt))
+        self.pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.width, dtype=dt))
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.readout = nn.Parameter(torch.zeros(cfg.width, dtype=dt))
+        self.readout_bias = nn.Parameter(torch.zeros((), dtype=dt))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.cfg.dtype]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 3 or tokens.shape[-1] != self.cfg.token_dim:
+            raise ValueError(
+                f"tokens must have shape (batch, length, {self.cfg.token_dim}), got {tuple(tokens.shape)}"
+            )
+        T = tokens.shape[1]
+        if T > self.cfg.max_len:
+            raise ValueError(f"sequence length {T} exceeds the model's max_len {self.cfg.max_len}")
+        return tokens.to(self.dtype) @ self.W_E + self.pos[:T]
+
+    def forward(self, tokens: torch.Tensor, return_states: bool = False):
+        h = self.embed(tokens)
+        states = [h]
+        for layer in self.layers:
+            h = layer(h)
+            if return_states:
+                states.append(h)
+        out = h @ self.readout + self.readout_bias
+        return (out, states) if return_states else out
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path, metadata: dict | None = None) -> None:
+        """Write weights to a safetensors file; the config and ``metadata`` go in its header."""
+        meta = {"config": json.dumps(asdict(self.cfg)), "iclkit": json.dumps(metadata or {})}
+        tensors = {name: p.detach().contiguous() for name, p in self.state_dict().items()}
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple["Transformer", dict]:
+        """Read a model written by :meth:`save`; returns the model and its metadata."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        if "config" not in header:
+            raise ValueError(f"{path} is not an iclkit model file (no config in its header)")
+        model = cls(TransformerConfig(**json.loads(header["config"])))
+        model.load_state_dict(load_file(str(path)))
+        return model, json.loads(header.get("iclkit", "{}"))
