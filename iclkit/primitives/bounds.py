@@ -10,9 +10,10 @@ roundoff of the dtype (2^-53 or 2^-24).
    ``T e^{-G}``; with ``G = ln(1/u) + 10`` that is below ``u``. What remains is rounding of
    the value and output maps, ``4u`` times the magnitudes involved.
 2. **LayerNorm read** (Lemma 6): two pads ±P make the MLP see ``h * gamma + eps`` with
-   ``1 - gamma <= R^2/(4P^2)`` (R^2: sum of squared bounds of every other unit) and
-   ``|eps| <= 4uP`` from rounding next to P. The mean is recovered from the pads' own
-   normalised values, so no balance unit is needed.
+   ``1 - gamma <= R^2/(4P^2)`` (R^2: sum of squared bounds of every other unit). A balance
+   unit holds minus the sum of the others, so the mean is exactly 0, and LayerNorm sums with
+   compensation: ``eps`` is only the balance unit's rounding drift, far below ``uP``. (With a
+   plain sum, rounding next to P costs ``uP`` and the error floor is ``u^(2/3)``.)
 3. **GeLU product** (Lemma 4, improved): ``sq(z) = sqrt(pi/2) (GeLU(z) + GeLU(-z))`` is even,
    ``sq(z) = sum_n c_n z^{2n+2}`` with ``c_n = (-1)^n / (2^n n! (2n+1))``; the polarisation
    ``ab = S^2/4 (sq((a+b)/S) - sq((a-b)/S))`` + O(S^-2), and Richardson combination of K
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
-LOG_GRID = 10.0 ** np.arange(-2.0, 16.0, 0.02)
+LOG_GRID = 10.0 ** np.arange(-2.0, 18.0, 0.025)
 
 
 def roundoff(dtype: str) -> float:
@@ -78,20 +79,27 @@ class LayerNormRead:
         return 2 * self.scale_error * value_bound * other_bound + e * (value_bound + other_bound) + e * e
 
 
-def layer_norm_read(dtype: str, pad: float, R2: float) -> LayerNormRead:
-    """Reads through LayerNorm with pads ±``pad`` and the other units' squared bound sum ``R2``."""
+def layer_norm_read(dtype: str, pad: float, R2: float, R1: float, L: int, layers: int) -> LayerNormRead:
+    """Reads through LayerNorm with pads ±``pad``: ``R2``/``R1`` bound the sum of squares / of
+    absolute values of every other unit, ``L`` is the width, ``layers`` the depth.
+
+    The balance unit makes the exact mean 0; rounding leaves the residual's sum at most
+    ``4 u R1`` per layer, and the compensated mean adds ``u^2 (2 pad + R1) log2 L``."""
     u = roundoff(dtype)
-    return LayerNormRead(scale_error=R2 / (4 * pad**2) + 4 * u, abs_error=4 * u * pad)
+    drift = 4 * u * R1 * (layers + 1) / L + 4 * u * u * (2 * pad + R1) * math.log2(max(L, 2))
+    return LayerNormRead(scale_error=R2 / (4 * pad**2) + 4 * u, abs_error=drift)
 
 
-def product_error(dtype: str, A: float, B: float, S: float, levels: int) -> float:
-    """Bound on |GeLU-polarisation product - a'b'| for |a'| <= A, |b'| <= B (truncation + rounding)."""
+def product_error(dtype: str, A: float, B: float, S, levels: int):
+    """Bound on |GeLU-polarisation product - a'b'| for |a'| <= A, |b'| <= B (truncation +
+    rounding); ``S`` may be an array of candidate scales."""
     u = roundoff(dtype)
+    S = np.asarray(S, dtype=float)
     factors, weights = richardson_weights(levels)
     s = A + B
-    trunc = 0.0
+    trunc = np.zeros_like(S)
     for n in range(levels, levels + 40):  # sum_n |c_n| |sum_m w_m (s/S_m)^{2n}| s^2 / 2
-        moment = abs(sum(w * (s / (S * f)) ** (2.0 * n) for f, w in zip(factors, weights)))
+        moment = np.abs(sum(w * (s / (S * f)) ** (2.0 * n) for f, w in zip(factors, weights)))
         trunc += abs(sq_coefficient(n)) * moment * s**2 / 2
     # GeLU evaluation (|error| <= 4u|z| per unit, 4 units per level) and the output sum.
     rounding = sum(abs(w) * (S * f) for f, w in zip(factors, weights)) * s * u * (6.3 + 2.0 * 4 * levels)
@@ -100,10 +108,10 @@ def product_error(dtype: str, A: float, B: float, S: float, levels: int) -> floa
 
 def best_product_scale(dtype: str, A: float, B: float, levels: int) -> tuple[float, float]:
     """The scale S minimising :func:`product_error`; returns (S, error)."""
-    lo = max(A + B, 1e-300)
-    errs = [(product_error(dtype, A, B, lo * g, levels), lo * g) for g in LOG_GRID if g >= 1.0]
-    err, S = min(errs)
-    return S, err
+    S = max(A + B, 1e-300) * LOG_GRID[LOG_GRID >= 1.0]
+    errs = product_error(dtype, A, B, S, levels)
+    i = int(np.argmin(errs))
+    return float(S[i]), float(errs[i])
 
 
 def mul_error(dtype: str, ln: LayerNormRead, A: float, B: float, q: int, levels: int) -> tuple[float, float]:
@@ -114,13 +122,16 @@ def mul_error(dtype: str, ln: LayerNormRead, A: float, B: float, q: int, levels:
     return q * (ln.perturb(A, B) + perr), S
 
 
-def div_error(dtype: str, M: float, R2: float, R1: float, num_bound: float, den_min: float) -> float:
+def div_error(dtype: str, M: float, R2: float, R1: float, L: int, layers: int, num_bound: float,
+              den_min: float, den_max: float) -> float:
     """Mechanism error of ``num/|den|`` realised by LayerNorm with division pads ±M·den."""
     u = roundoff(dtype)
-    scale = R2 / (4 * M**2 * den_min**2) + 4 * u
-    return scale * num_bound / den_min + 4 * u * M + u * R1 / den_min + 12 * u * num_bound / den_min
+    read = layer_norm_read(dtype, M * den_min, R2, R1, L, layers)
+    drift = read.abs_error + 4 * u * u * M * den_max * math.log2(max(L, 2))
+    return read.scale_error * num_bound / den_min + drift / den_min + 12 * u * num_bound / den_min
 
 
-def best_div_scale(dtype: str, R2: float, R1: float, num_bound: float, den_min: float) -> tuple[float, float]:
-    err, M = min((div_error(dtype, M, R2, R1, num_bound, den_min), M) for M in LOG_GRID)
+def best_div_scale(dtype: str, R2: float, R1: float, L: int, layers: int, num_bound: float, den_min: float,
+                   den_max: float) -> tuple[float, float]:
+    err, M = min((div_error(dtype, M, R2, R1, L, layers, num_bound, den_min, den_max), M) for M in LOG_GRID)
     return M, err

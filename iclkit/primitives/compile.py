@@ -53,6 +53,15 @@ class Compiled:
     output: str | None = None
 
     @property
+    def t_max(self) -> int:
+        """Column index that the ``pos`` unit maps to 1."""
+        return max(self.model.cfg.max_len - 1, 1)
+
+    def interpret(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The program's reference semantics on these inputs (what :meth:`run` must match)."""
+        return self.program.interpret(inputs, t_max=self.t_max)
+
+    @property
     def num_layers(self) -> int:
         return self.model.cfg.num_layers
 
@@ -108,19 +117,20 @@ class Compiled:
 
     def check_intermediates(self, inputs: dict[str, np.ndarray], strict: bool = True) -> None:
         """Asserted slot bounds and divisor lower bounds must hold on this input."""
-        _, log = self.program.interpret(inputs, trace=True)
+        _, log = self.program.interpret(inputs, trace=True, t_max=self.t_max)
+        latest: dict[str, np.ndarray] = {}
         for op, value in log:
             problems = []
-            if np.abs(value).max(initial=0) > self.slot_bounds[op.dst] * (1 + 1e-12):
-                problems.append(f"slot {op.dst!r} reaches {np.abs(value).max():.4g} > bound {self.slot_bounds[op.dst]:.4g}")
-            if isinstance(op, Div):
-                dens = np.abs(np.asarray(self.program.interpret(inputs)[op.den], dtype=float))
-                if dens.min() < op.den_min:
-                    problems.append(f"divisor {op.den!r} reaches {dens.min():.4g} < den_min {op.den_min:.4g}")
+            worst = float(np.abs(value).max(initial=0))
+            if worst > self.slot_bounds[op.dst] * (1 + 1e-12):
+                problems.append(f"slot {op.dst!r} reaches {worst:.4g} > its bound {self.slot_bounds[op.dst]:.4g}")
+            if isinstance(op, Div) and np.abs(latest[op.den]).min() < op.den_min:
+                problems.append(f"divisor {op.den!r} reaches {np.abs(latest[op.den]).min():.4g} < den_min {op.den_min:.4g}")
             for msg in problems:
                 if strict:
                     raise BoundError(f"{op.describe()}: {msg}; this input is outside the certified domain")
                 warnings.warn(msg + " (non-strict mode: the error bound does not hold)", stacklevel=3)
+            latest[op.dst] = value
 
 
 def compile_program(
@@ -147,29 +157,29 @@ def compile_program(
     slot_bounds = program.bounds()
     sizes = program.sizes()
     L = layout.width
-    R2 = sum(sizes[n] * slot_bounds[n] ** 2 for n in program.slots) + 4.0  # + one, pos, pos2, bos
-    R1 = sum(sizes[n] * slot_bounds[n] for n in program.slots) + 4.0
+    R1 = sum(sizes[n] * slot_bounds[n] for n in program.slots) + 4.0  # + one, pos, pos2, bos
+    R2 = sum(sizes[n] * slot_bounds[n] ** 2 for n in program.slots) + 4.0 + R1**2  # + the balance unit
 
     # ---- constants ----------------------------------------------------------------------
     mlp_ops = [op for layer in layers for op in layer.mlp]
     muls = [op for op in mlp_ops if isinstance(op, Mul)]
 
-    def mul_total(P: float) -> float:
-        ln = bd.layer_norm_read(dtype, P, R2)
-        return max(
-            (bd.mul_error(dtype, ln, slot_bounds[m.a], slot_bounds[m.b], m.shape[1], levels)[0] / max(slot_bounds[m.dst], 1e-300) for m in muls),
-            default=0.0,
-        )
+    # One LayerNorm pad P serves every mul: minimise the worst error relative to output scale.
+    signatures = {(slot_bounds[m.a], slot_bounds[m.b], m.shape[1], max(slot_bounds[m.dst], 1e-300)) for m in muls}
 
-    P = min(bd.LOG_GRID, key=mul_total) if muls else 1.0
-    ln_read = bd.layer_norm_read(dtype, P, R2)
+    def worst_relative(P: float) -> float:
+        ln = bd.layer_norm_read(dtype, P, R2, R1, L, len(layers))
+        return max(bd.mul_error(dtype, ln, A, B, q, levels)[0] / out for A, B, q, out in signatures)
+
+    P = float(min(bd.LOG_GRID[::2], key=worst_relative)) if muls else 1.0
+    ln_read = bd.layer_norm_read(dtype, P, R2, R1, L, len(layers))
     scales: dict[int, float] = {}
     mech: dict[int, float] = {}
     for op in mlp_ops:
         if isinstance(op, Mul):
             mech[id(op)], scales[id(op)] = bd.mul_error(dtype, ln_read, slot_bounds[op.a], slot_bounds[op.b], op.shape[1], levels)
         else:
-            scales[id(op)], mech[id(op)] = bd.best_div_scale(dtype, R2, R1, slot_bounds[op.num], op.den_min)
+            scales[id(op)], mech[id(op)] = bd.best_div_scale(dtype, R2, R1, L, len(layers), slot_bounds[op.num], op.den_min, slot_bounds[op.den])
 
     # ---- weights ------------------------------------------------------------------------
     T_max = max(max_len - 1, 1)
@@ -231,7 +241,6 @@ class _LayerSpec:
     hidden: list[tuple[list[tuple[str, int, float]], str, int, float]] = field(default_factory=list)
     # hidden unit: (input terms (slot, idx, coef) on h/sigma*scale, output slot, idx, output coef)
     out_bias: list[tuple[str, int, float]] = field(default_factory=list)
-    recover: str = "pad"  # which pads give back the mean: "pad" or "div"
     read_scale: float = 1.0  # multiplies normalised units to undo LayerNorm's 1/sigma
 
     def head(self, shift: int | None, sizes: dict[str, int]) -> _Head:
@@ -264,31 +273,28 @@ class _LayerSpec:
                 offset += head.sizes[src]
             for src, j, dst, i, coef in head.outputs:
                 layer.W_O[h_idx, starts[src] + j, r(dst).start + i] += coef
-        pads = ("pad+", "pad-") if self.recover == "pad" else ("div+", "div-")
         for unit, (terms, dst, idx, out_coef) in enumerate(self.hidden):
             for slot, i, coef in terms:
                 layer.W_in[r(slot).start + i, unit] += coef * self.read_scale
-                for pad in pads:  # h_j / sigma = u_j - (u_pad+ + u_pad-)/2: the mean comes back
-                    layer.W_in[r(pad).start, unit] -= coef * self.read_scale / 2
             layer.W_out[unit, r(dst).start + idx] += out_coef
         for slot, i, value in self.out_bias:
             layer.b_out[r(slot).start + i] += value
+        for W in (layer.W_O, layer.W_out, layer.b_out):
+            _balance(W, layout)
 
 
 def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, scales: dict, levels: int) -> _LayerSpec:
     spec = _LayerSpec()
     eye = lambda n: np.eye(n)  # noqa: E731
     for op in layer.attn:
-        head = spec.head(None if isinstance(op, Mean) else op.offset, sizes)
         if isinstance(op, Mean):
-            head.add(op.src, op.dst, eye(sizes[op.dst]))
+            spec.head(None, sizes).add(op.src, op.dst, eye(sizes[op.dst]))
         else:
-            assert isinstance(op, Aff)
-            for src, W in op.matrices(sizes):
-                head.add(src, op.dst, W)
+            for (src, W), offset in zip(op.matrices(sizes), op.term_offsets()):
+                spec.head(offset, sizes).add(src, op.dst, W)
             b = op.bias_vector(sizes[op.dst])
             if b is not None:
-                head.add("one", op.dst, b.reshape(-1, 1))
+                spec.head(0, sizes).add("one", op.dst, b.reshape(-1, 1))
         spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # overwrite: minus the old value
     for div in layer.cleanups:
         M = scales[id(div)]
@@ -300,9 +306,11 @@ def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, s
         if isinstance(op, Mul):
             spec.read_scale = P * math.sqrt(2 / L)
             _product_units(spec, op, scales[id(op)], levels)
+            if op.bias:
+                spec.out_bias += [(op.dst, i, op.bias) for i in range(sizes[op.dst])]
         else:
             M = scales[id(op)]
-            spec.recover, spec.read_scale = "div", M * math.sqrt(2 / L)
+            spec.read_scale = M * math.sqrt(2 / L)
             h0 = spec.head(0, sizes)
             h0.add(op.den, "div+", np.array([[M]]))
             h0.add(op.den, "div-", np.array([[-M]]))
@@ -346,13 +354,27 @@ def _write_embedding(model: Transformer, layout: Layout, inputs: list[str], size
     model.pos[0, r("bos").start] = 1.0
     model.pos[:, r("pad+").start] = P
     model.pos[:, r("pad-").start] = -P
+    _balance(model.W_E, layout)
+    _balance(model.pos, layout)
+
+
+def _balance(W: torch.Tensor, layout: Layout) -> None:
+    """Make every write move the balance unit by minus its sum, so the residual sums to 0.
+
+    The pads are written in exactly cancelling pairs (±P, ±M·c), so they are left out of the
+    sum: adding P and -P among small numbers would round away u·P."""
+    keep = torch.ones(W.shape[-1], dtype=torch.bool)
+    for name in (*PAD_SLOTS, "bal"):
+        keep[layout.rows(name)] = False
+    W[..., layout.rows("bal").start] = -W[..., keep].sum(-1)
 
 
 def _propagate_errors(
     program: Program, layers: list[Layer], slot_bounds: dict, sizes: dict, mech: dict, dtype: str, T: int
 ) -> dict[str, float]:
     """Forward error analysis through the schedule: exact-input error + each op's own error."""
-    errors = {n: 0.0 for n in program.slots} | {n: 0.0 for n in READABLE_SYSTEM}
+    u = bd.roundoff(dtype)  # inputs are rounded to the model's dtype on the way in
+    errors = {n: u * program.inputs.get(n, 0.0) for n in program.slots} | {n: 0.0 for n in READABLE_SYSTEM}
     for layer in layers:
         before = dict(errors)
         for op in layer.attn:

@@ -7,7 +7,8 @@ slots it always holds the *system units* the primitives rely on:
 - ``pos``, ``pos2``: t/T_max and (t/T_max)^2, the positional keys and queries of attention;
 - ``bos``: 1 at the BOS column (position 0) only;
 - ``pad+``, ``pad-``: +P and -P, which pin LayerNorm's standard deviation (Lemma 6);
-- ``div+``, ``div-``: ±M·c during a division layer (Lemma 8), zero otherwise.
+- ``div+``, ``div-``: ±M·c during a division layer (Lemma 8), zero otherwise;
+- ``bal``: minus the sum of every other unit, so LayerNorm's mean is exactly zero.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from math import prod
 import numpy as np
 import torch
 
-SYSTEM_SLOTS = ("one", "pos", "pos2", "bos", "pad+", "pad-", "div+", "div-")
+SYSTEM_SLOTS = ("one", "pos", "pos2", "bos", "pad+", "pad-", "div+", "div-", "bal")
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,9 @@ class Op:
 class Aff(Op):
     """``dst <- sum_i W_i src_i + bias``, all read at column ``t - offset`` (Lemma 2: aff).
 
-    A term's ``W`` is a scalar (times identity) or an (out, in) matrix. ``mov`` is the
-    special case of one identity term and ``offset > 0``.
+    A term is ``(src, W)`` or ``(src, W, offset)``; ``W`` is a scalar (times identity) or an
+    (out, in) matrix, and a term's own offset overrides the op's. ``mov`` is the special
+    case of one identity term and ``offset > 0``.
     """
 
     terms: tuple = ()
@@ -91,10 +92,13 @@ class Aff(Op):
     name = "aff"
 
     def reads(self) -> tuple[str, ...]:
-        return tuple(src for src, _ in self.terms)
+        return tuple(term[0] for term in self.terms)
+
+    def term_offsets(self) -> list[int]:
+        return [term[2] if len(term) > 2 else self.offset for term in self.terms]
 
     def matrices(self, sizes: dict[str, int]) -> list[tuple[str, np.ndarray]]:
-        return [(src, _as_matrix(W, sizes[self.dst], sizes[src])) for src, W in self.terms]
+        return [(term[0], _as_matrix(term[1], sizes[self.dst], sizes[term[0]])) for term in self.terms]
 
     def bias_vector(self, size: int) -> np.ndarray | None:
         if self.bias is None:
@@ -108,7 +112,7 @@ class Aff(Op):
 
     def shape_problems(self, sizes: dict[str, int]) -> list[str]:
         problems = []
-        for src, W in self.terms:
+        for src, W, *_ in self.terms:
             try:
                 _as_matrix(W, sizes[self.dst], sizes[src])
             except ValueError as e:
@@ -119,20 +123,20 @@ class Aff(Op):
             problems.append(str(e))
         if not self.terms and self.bias is None:
             problems.append("an aff needs at least one term or a bias")
-        if self.offset < 0:
-            problems.append(f"offset must be >= 0 (reads look back in time), got {self.offset}")
+        if min([self.offset, *self.term_offsets()]) < 0:
+            problems.append("offsets must be >= 0 (reads look back in time)")
         return problems
 
     def evaluate(self, values: Values, sizes: dict[str, int]) -> np.ndarray:
         some = next(iter(values.values()))
         out = np.zeros(some.shape[:2] + (sizes[self.dst],), dtype=object if self._symbolic(values) else float)
-        for src, W in self.matrices(sizes):
-            out = out + shifted(values[src], self.offset) @ W.T
+        for (src, W), offset in zip(self.matrices(sizes), self.term_offsets()):
+            out = out + shifted(values[src], offset) @ W.T
         b = self.bias_vector(sizes[self.dst])
         return out if b is None else out + b
 
     def _symbolic(self, values: Values) -> bool:
-        return any(v.dtype == object for v in values.values()) or any(_is_symbolic(W) for _, W in self.terms) or (
+        return any(v.dtype == object for v in values.values()) or any(_is_symbolic(t[1]) for t in self.terms) or (
             self.bias is not None and _is_symbolic(self.bias)
         )
 
@@ -149,11 +153,13 @@ class Aff(Op):
         return sum(float(np.abs(W).sum(axis=1).max()) * errors[src] for src, W in self.matrices(sizes))
 
     def describe(self) -> str:
-        parts = [f"{'' if (np.ndim(W) == 0 and W == 1) else 'W·'}{src}" for src, W in self.terms]
+        parts = []
+        for (src, W, *_), offset in zip(self.terms, self.term_offsets()):
+            coef = "" if (np.ndim(W) == 0 and W == 1) else "W·"
+            parts.append(f"{coef}{src}" + (f"[t-{offset}]" if offset else ""))
         if self.bias is not None:
             parts.append("b")
-        where = f"[t-{self.offset}]" if self.offset else ""
-        return f"{self.name}({self.dst} <- {' + '.join(parts)}{where})"
+        return f"{self.name}({self.dst} <- {' + '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -202,12 +208,14 @@ class Mean(Op):
 
 @dataclass(frozen=True)
 class Mul(Op):
-    """``dst (p x r) <- a (p x q) @ b (q x r)`` in every column (Lemma 7: p·r dot products of length q)."""
+    """``dst (p x r) <- a (p x q) @ b (q x r) + bias`` in every column (Lemma 7: p·r dot
+    products of length q; a constant ``bias`` is added exactly by the MLP's output bias)."""
 
     a: str = ""
     b: str = ""
     shape: tuple[int, int, int] = (1, 1, 1)
     bound: float | None = None
+    bias: float = 0.0
 
     kind = "mlp"
     name = "mul"
@@ -229,24 +237,26 @@ class Mul(Op):
         p, q, r = self.shape
         A = values[self.a].reshape(*values[self.a].shape[:2], p, q)
         B = values[self.b].reshape(*values[self.b].shape[:2], q, r)
-        return np.matmul(A, B).reshape(*A.shape[:2], p * r)
+        return np.matmul(A, B).reshape(*A.shape[:2], p * r) + self.bias
 
     def out_bound(self, bounds, sizes) -> float:
-        return self.bound if self.bound is not None else self.shape[1] * bounds[self.a] * bounds[self.b]
+        if self.bound is not None:
+            return self.bound
+        return self.shape[1] * bounds[self.a] * bounds[self.b] + abs(self.bias)
 
     def propagated_error(self, bounds, errors, sizes) -> float:
         ea, eb = errors[self.a], errors[self.b]
         return self.shape[1] * (bounds[self.a] * eb + bounds[self.b] * ea + ea * eb)
 
 
-def mul(dst: str, a: str, b: str, shape: tuple[int, int, int], bound: float | None = None) -> Mul:
-    """``dst <- a @ b`` with a (p x q), b (q x r) read row-major from their slots."""
-    return Mul(dst, a=a, b=b, shape=tuple(shape), bound=bound)
+def mul(dst: str, a: str, b: str, shape: tuple[int, int, int], bound: float | None = None, bias: float = 0.0) -> Mul:
+    """``dst <- a @ b + bias`` with a (p x q), b (q x r) read row-major from their slots."""
+    return Mul(dst, a=a, b=b, shape=tuple(shape), bound=bound, bias=bias)
 
 
-def dot(dst: str, u: str, v: str, n: int, bound: float | None = None) -> Mul:
-    """``dst <- u . v`` for length-n slots: mul with shape (1, n, 1)."""
-    return Mul(dst, a=u, b=v, shape=(1, n, 1), bound=bound)
+def dot(dst: str, u: str, v: str, n: int, bound: float | None = None, bias: float = 0.0) -> Mul:
+    """``dst <- u . v + bias`` for length-n slots: mul with shape (1, n, 1)."""
+    return Mul(dst, a=u, b=v, shape=(1, n, 1), bound=bound, bias=bias)
 
 
 @dataclass(frozen=True)

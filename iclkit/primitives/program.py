@@ -18,7 +18,7 @@ import numpy as np
 from iclkit.primitives.layout import SYSTEM_SLOTS, Layout, Slot
 from iclkit.primitives.ops import Div, Op, Parallel
 
-READABLE_SYSTEM = {"one": 1.0, "bos": 1.0}
+READABLE_SYSTEM = {"one": 1.0, "bos": 1.0, "pos": 1.0}  # system units programs may read
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,11 @@ class Program:
             raise ProgramError(found)
 
     # ---- reference semantics -------------------------------------------------------------
-    def interpret(self, inputs: dict[str, np.ndarray], trace: bool = False):
+    def interpret(self, inputs: dict[str, np.ndarray], trace: bool = False, t_max: int | None = None):
         """Run the program in numpy on per-column inputs of shape (batch, T, *shape).
+
+        The system slot ``pos`` holds t / t_max (a compiled model's t_max is max_len - 1;
+        by default the last column of these inputs).
 
         Returns the final value of every slot as (batch, T, *shape); with ``trace=True`` also
         the list of (op, value written) in execution order. Object arrays (sympy) work too.
@@ -147,6 +150,7 @@ class Program:
         values["one"] = np.ones((B, T, 1), dtype=dtype)
         values["bos"] = np.zeros((B, T, 1), dtype=dtype)
         values["bos"][:, 0] = 1
+        values["pos"] = np.broadcast_to((np.arange(T) / (t_max or max(T - 1, 1))).reshape(1, T, 1), (B, T, 1)).astype(dtype)
         log = []
         for step in self.steps:
             group = step.ops if isinstance(step, Parallel) else (step,)

@@ -6,8 +6,8 @@ One layer::
     h <- h + W_out GeLU(W_in LN(h) + b_in) + b_out          (MLP on the LayerNorm'ed residual)
 
 GeLU is the exact erf form; LN is ``(x - mean) / sqrt(var + eps)`` over the whole residual
-vector, optionally with a learned gain and bias (trained learners use them; constructions
-do not). Position 0 holds a BOS token, the attention sink. This file is the only
+vector (the mean summed with compensation, see :func:`compensated_mean`), optionally with a
+learned gain and bias (trained learners use them; constructions do not). Position 0 holds a BOS token, the attention sink. This file is the only
 implementation of the layer math in iclkit: constructed and trained models both run here.
 """
 
@@ -52,6 +52,28 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
 
+def compensated_mean(h: torch.Tensor) -> torch.Tensor:
+    """Mean over the last axis by pairwise summation with exact error terms (TwoSum).
+
+    Mathematically the plain mean; numerically its error is ``u |sum| + O(u^2 sum |h|)``
+    instead of ``u sum |h|``. This matters when the residual holds large cancelling entries
+    (the ±P LayerNorm pads): a plain sum loses ``u P`` to rounding, this one does not.
+    """
+    s = h
+    err = torch.zeros_like(h)
+    while s.shape[-1] > 1:
+        if s.shape[-1] % 2:
+            s = F.pad(s, (0, 1))
+            err = F.pad(err, (0, 1))
+        a, b = s[..., 0::2], s[..., 1::2]
+        total = a + b
+        b_virtual = total - a
+        e = (a - (total - b_virtual)) + (b - b_virtual)
+        err = err[..., 0::2] + err[..., 1::2] + e
+        s = total
+    return (s + err) / h.shape[-1]
+
+
 class DecoderLayer(nn.Module):
     """One attention sublayer and one LayerNorm'ed GeLU MLP sublayer, both residual."""
 
@@ -84,7 +106,7 @@ class DecoderLayer(nn.Module):
         return torch.einsum("bhtv,hvd->btd", weights @ v, self.W_O)
 
     def layer_norm(self, h: torch.Tensor) -> torch.Tensor:
-        centred = h - h.mean(-1, keepdim=True)
+        centred = h - compensated_mean(h)
         out = centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps)
         if self.cfg.ln_affine:
             out = out * self.ln_gain + self.ln_bias

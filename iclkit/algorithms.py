@@ -1,0 +1,73 @@
+"""The learning algorithms in closed form (numpy): the ground truth every construction is held to.
+
+X has shape (n, d), y shape (n,). Each function returns the weight vector w; the prediction
+for a query x_q is ``x_q @ w``. The loss is the paper's ``(w.x - y)^2 + lam |w|^2`` (Eq. 11).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if X.ndim != 2:
+        raise ValueError(f"X must have shape (n, d), got {X.shape}")
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},) to match X {X.shape}, got {y.shape}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
+        raise ValueError("X and y must be finite (found NaN or inf)")
+    return X, y
+
+
+def _start(w0, d: int) -> np.ndarray:
+    if w0 is None:
+        return np.zeros(d)
+    w0 = np.asarray(w0, dtype=float)
+    if w0.shape != (d,):
+        raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
+    return w0.copy()
+
+
+def sgd(X, y, *, lr: float, lam: float = 0.0, w0=None) -> np.ndarray:
+    """One pass of SGD, one step per example in order (Theorem 1 stacked):
+    ``w_k = w_{k-1} - 2 lr ((w_{k-1}.x_k - y_k) x_k + lam w_{k-1})``."""
+    X, y = _check(X, y)
+    w = _start(w0, X.shape[1])
+    for x_k, y_k in zip(X, y):
+        w = w - 2 * lr * ((w @ x_k - y_k) * x_k + lam * w)
+    return w
+
+
+def gd(X, y, *, lr: float, lam: float = 0.0, w0=None, steps: int = 1) -> np.ndarray:
+    """Full-batch gradient descent: ``w <- w - 2 lr (X^T X w - X^T y + lam w)``, ``steps`` times."""
+    X, y = _check(X, y)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    w = _start(w0, X.shape[1])
+    for _ in range(steps):
+        w = w - 2 * lr * (X.T @ (X @ w) - X.T @ y + lam * w)
+    return w
+
+
+def ridge(X, y, *, lam: float) -> np.ndarray:
+    """Ridge regression ``(X^T X + lam I)^-1 X^T y`` (Theorem 2 stacked, Sherman–Morrison)."""
+    X, y = _check(X, y)
+    if not lam > 0:
+        raise ValueError(f"ridge needs lam > 0, got {lam}")
+    return np.linalg.solve(X.T @ X + lam * np.eye(X.shape[1]), X.T @ y)
+
+
+def ols(X, y) -> np.ndarray:
+    """Minimum-norm least squares (the lam -> 0 limit of ridge)."""
+    X, y = _check(X, y)
+    return np.linalg.lstsq(X, y, rcond=None)[0]
+
+
+def bayes(X, y, *, noise_var: float, prior_var: float) -> np.ndarray:
+    """Posterior mean for ``w ~ N(0, prior_var I)``, ``y = w.x + N(0, noise_var)``: ridge with
+    ``lam = noise_var / prior_var`` (Eqs. 18–19)."""
+    if not prior_var > 0 or not noise_var > 0:
+        raise ValueError(f"bayes needs noise_var > 0 and prior_var > 0, got {noise_var}, {prior_var}")
+    return ridge(X, y, lam=noise_var / prior_var)

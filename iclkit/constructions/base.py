@@ -1,0 +1,148 @@
+"""What every construction returns: a compiled program plus the in-context prompt format.
+
+Prompt tokens (dimension d+1, laid out ``[y, x]``): BOS (zeros), then for each example
+``[0, x_i]`` and ``[y_i, 0_d]``, then the query ``[0, x_q]`` — the same format a trained
+in-context learner reads. Column 2i-1 holds x_i, column 2i holds y_i, column 2n+1 the query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from iclkit.primitives import BoundError, Compiled, compile_program
+from iclkit.primitives.program import Program
+
+
+def default_x_norm(d: int) -> float:
+    """A norm bound that x ~ N(0, I_d) exceeds with probability below e^{-18} (Gaussian concentration)."""
+    return float(np.sqrt(d) + 6.0)
+
+
+def default_y_bound(d: int) -> float:
+    """|y| = |w.x| <= |w||x| with w, x ~ N(0, I_d) both within :func:`default_x_norm`."""
+    return default_x_norm(d) ** 2
+
+
+@dataclass
+class Construction:
+    """A transformer built to run one learning algorithm in context, with its certificate."""
+
+    name: str
+    d: int
+    n: int
+    params: dict
+    compiled: Compiled
+    x_norm: float
+    y_bound: float
+    mode: str
+    paper: dict = field(default_factory=dict)  # the paper's counts, where it states them
+
+    # ---- what it is --------------------------------------------------------------------------
+    @property
+    def model(self):
+        return self.compiled.model
+
+    @property
+    def layout(self):
+        return self.compiled.layout
+
+    @property
+    def num_layers(self) -> int:
+        return self.compiled.num_layers
+
+    @property
+    def width(self) -> int:
+        return self.compiled.layout.width
+
+    @property
+    def program_rows(self) -> int:
+        """Rows of the program's own slots (the paper's "visible rows"; system units excluded)."""
+        sizes = self.compiled.program.sizes()
+        return sum(sizes[s] for s in self.compiled.program.slots)
+
+    @property
+    def error_bound(self) -> float:
+        """Certified bound on |transformer y_hat - exact y_hat| over the whole input domain."""
+        return self.compiled.error_bounds["yhat"]
+
+    def sizes(self) -> dict:
+        cfg = self.model.cfg
+        return {
+            "construction": self.name, "mode": self.mode, "d": self.d, "n": self.n,
+            "layers": self.num_layers, "heads": cfg.num_heads, "residual width": self.width,
+            "program rows": self.program_rows, "mlp width": cfg.mlp_width,
+            "parameters": self.model.num_parameters(),
+        }
+
+    # ---- prompts --------------------------------------------------------------------------
+    def _batch(self, X, y, xq) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        X, y, xq = (np.asarray(a, dtype=float) for a in (X, y, xq))
+        single = X.ndim == 2
+        if single:
+            X, y, xq = X[None], y[None], xq[None]
+        if X.ndim != 3 or X.shape[1:] != (self.n, self.d):
+            raise ValueError(f"X must have shape ({self.n}, {self.d}) or (batch, {self.n}, {self.d}) for this {self.name} construction (n={self.n}, d={self.d}), got {np.shape(X[0] if single else X)}")
+        if y.shape != X.shape[:2]:
+            raise ValueError(f"y must have shape {X.shape[1:2] if single else X.shape[:2]}, got {y.shape[1:] if single else y.shape}")
+        if xq.shape != (X.shape[0], self.d):
+            raise ValueError(f"xq must have shape ({self.d},) or (batch, {self.d}), got {xq.shape[1:] if single else xq.shape}")
+        for name, a in (("X", X), ("y", y), ("xq", xq)):
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} contains NaN or inf")
+        return X, y, xq, single
+
+    def check_domain(self, X, y, xq) -> None:
+        """Raise :class:`BoundError` if a prompt leaves the certified domain (|x| <= x_norm, |y| <= y_bound)."""
+        norms = np.linalg.norm(np.concatenate([X, xq[:, None]], axis=1), axis=-1)
+        if norms.max() > self.x_norm:
+            raise BoundError(f"an x has norm {norms.max():.4g} > x_norm {self.x_norm:.4g}: outside the certified domain")
+        if np.abs(y).max(initial=0) > self.y_bound:
+            raise BoundError(f"a y has |y| {np.abs(y).max():.4g} > y_bound {self.y_bound:.4g}: outside the certified domain")
+
+    def inputs(self, X, y, xq) -> dict[str, np.ndarray]:
+        """Per-column input slots for batched prompts (the interpreter's and the model's input)."""
+        B, n, d = X.shape
+        T = 2 * n + 2
+        xs = np.zeros((B, T, d))
+        ys = np.zeros((B, T))
+        xs[:, 1 : 2 * n : 2] = X
+        ys[:, 2 : 2 * n + 1 : 2] = y
+        xs[:, 2 * n + 1] = xq
+        return {"y": ys, "x": xs}
+
+    def encode(self, X, y, xq) -> torch.Tensor:
+        """The token tensor ``(batch, 2n+2, d+1)`` for prompts (X, y, xq)."""
+        X, y, xq, _ = self._batch(X, y, xq)
+        return self.compiled.tokens(self.inputs(X, y, xq))
+
+    def predict(self, X, y, xq, strict: bool = True):
+        """The transformer's prediction at the query column: a float, or shape (batch,)."""
+        X, y, xq, single = self._batch(X, y, xq)
+        if strict:
+            self.check_domain(X, y, xq)
+        inputs = self.inputs(X, y, xq)
+        self.compiled.check_intermediates(inputs, strict)
+        with torch.no_grad():
+            out = self.model(self.compiled.tokens(inputs))[:, -1].cpu().numpy()
+        return float(out[0]) if single else out
+
+    def trace(self, X, y, xq) -> list[dict[str, np.ndarray]]:
+        """Named slots of the residual stream before the first layer and after every layer (one prompt)."""
+        X, y, xq, _ = self._batch(X, y, xq)
+        _, states = self.compiled.run(self.inputs(X[:1], y[:1], xq[:1]), states=True)
+        return [{k: v[0] for k, v in s.items()} for s in states]
+
+
+def build(name: str, program: Program, *, d: int, n: int, params: dict, x_norm: float, y_bound: float,
+          dtype: str, mode: str, levels: int, paper: dict | None = None) -> Construction:
+    compiled = compile_program(program, max_len=2 * n + 2, dtype=dtype, mode=mode, levels=levels, output="yhat")
+    return Construction(name, d, n, params, compiled, x_norm, y_bound, mode, paper or {})
+
+
+def check_sizes(d: int, n: int) -> None:
+    for name, v in (("d", d), ("n", n)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")

@@ -1,0 +1,100 @@
+"""Theorem 1: one SGD step per example, as a transformer (Akyürek et al., App. A), stacked.
+
+Every column runs the same block (a looped transformer): block k takes w from two columns
+back (the previous y column) and applies the update with the example of its own column, so
+after n blocks the column of y_j holds w_j, the SGD iterate after the first j examples.
+Before the first example the read falls back to BOS, which therefore must keep w0 for
+ever: its x and y are zero, so its update is only the λ-shrink ``w0 (1 - 2 lr λ)``, and a
+BOS-indexed constant ``+2 lr λ w0`` cancels it exactly (linear, no gating product needed).
+
+Fixes to the paper's chain (paper-notes §3): the λ term is ``+λ w`` inside the gradient; mov
+copies from column t-1 into column t; x_1 is moved into fresh rows ``x_ex`` so the query's x
+is not wiped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from iclkit.constructions.base import Construction, build, check_sizes, default_x_norm, default_y_bound
+from iclkit.primitives import Aff, Program, aff, dot, mov, mul
+
+
+def sgd_weight_bound(d: int, n: int, lr: float, lam: float, w0: np.ndarray, X: float, Y: float) -> float:
+    """Bound on |w_k| for k <= n when |x| <= X, |y| <= Y: the update map
+    ``I - 2 lr (x x^T + lam I)`` has norm at most rho, so ``|w_k| <= rho^k |w0| + 2 lr X Y sum rho^i``."""
+    rho = max(abs(1 - 2 * lr * lam), abs(1 - 2 * lr * (X * X + lam)))
+    bound, W = float(np.linalg.norm(w0)), float(np.linalg.norm(w0))
+    for _ in range(n):
+        W = rho * W + 2 * lr * X * Y
+        bound = max(bound, W)
+    return bound
+
+
+def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm: float, y_bound: float, mode: str) -> Program:
+    """The op chain; ``faithful`` follows the paper op for op, ``fused`` is written for packing."""
+    X, Y = x_norm, y_bound
+    W = sgd_weight_bound(d, n, lr, lam, w0, X, Y)
+    b_err = W * X + Y
+    b_xerr = X * b_err
+    shrink = 1 - 2 * lr * lam
+    bos_fix = (2 * lr * lam * w0).reshape(d, 1)  # keeps BOS's w at w0
+    slots = {"y": (), "x": (d,), "x_ex": (d,), "w": (d,), "wx": (), "err": (), "xerr": (d,), "w_pred": (d,), "yhat": ()}
+    steps: list = [mov("x_ex", "x", 1)]
+    if mode == "faithful":
+        slots["grad"] = (d,)
+        update = [
+            aff("grad", ("xerr", 1.0), ("w", lam), bound=b_xerr + lam * W),
+            aff("w", ("w", 1.0), ("grad", -2 * lr), ("bos", bos_fix), bound=W),
+        ]
+        steps += [
+            aff("wx", ("x_ex", w0.reshape(1, d)), bound=W * X),  # step 2: w is a layer parameter
+            aff("err", ("wx", 1.0), ("y", -1.0), bound=b_err),
+            mul("xerr", "x_ex", "err", (d, 1, 1), bound=b_xerr),
+            aff("w", bias=w0, bound=W),  # step 5: write w
+            *update,
+        ]
+        for _ in range(n - 1):
+            steps += [
+                mov("w", "w", 2, bound=W),  # w_{k-1} from the previous y column
+                dot("wx", "w", "x_ex", d, bound=W * X),
+                aff("err", ("wx", 1.0), ("y", -1.0), bound=b_err),
+                mul("xerr", "x_ex", "err", (d, 1, 1), bound=b_xerr),
+                *update,
+            ]
+        steps += [mov("w_pred", "w", 1, bound=W)]
+    else:
+        steps.append(aff("w", bias=w0, bound=W))
+        for k in range(n):
+            if k:  # the previous block's update, read from two columns back
+                steps.append(Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=2, bound=W))
+            steps += [
+                dot("wx", "w", "x_ex", d, bound=W * X),
+                aff("err", ("wx", 1.0), ("y", -1.0), bound=b_err),
+                mul("xerr", "x_ex", "err", (d, 1, 1), bound=b_xerr),
+            ]
+        steps.append(Aff("w_pred", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=1, bound=W))
+    steps.append(dot("yhat", "w_pred", "x", d, bound=W * X))
+    return Program(slots, {"y": Y, "x": X}, steps, name=f"sgd(d={d}, n={n})")
+
+
+def sgd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float | None = None,
+        y_bound: float | None = None, dtype: str = "float64", mode: str = "fused", levels: int = 2) -> Construction:
+    """A transformer running one pass of SGD over its n in-context examples (Theorem 1 at n=1).
+
+    Matches :func:`iclkit.algorithms.sgd`. ``x_norm``/``y_bound`` set the certified domain
+    (|x| <= x_norm, |y| <= y_bound; defaults cover x, w ~ N(0, I)); ``mode`` is ``fused``
+    (fewest layers) or ``faithful`` (the paper's chain, one op per layer).
+    """
+    check_sizes(d, n)
+    if not lr > 0 or lam < 0:
+        raise ValueError(f"sgd needs lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
+    w0 = np.zeros(d) if w0 is None else np.asarray(w0, dtype=float)
+    if w0.shape != (d,):
+        raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
+    x_norm = default_x_norm(d) if x_norm is None else x_norm
+    y_bound = default_y_bound(d) if y_bound is None else y_bound
+    program = sgd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound, mode=mode)
+    paper = {"layers": 9, "rows": 3 + 4 * d} if n == 1 else {"layers": None, "rows": 3 + 4 * d}
+    return build("sgd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,
+                 y_bound=y_bound, dtype=dtype, mode=mode, levels=levels, paper=paper)
