@@ -26,6 +26,24 @@ def default_y_bound(d: int) -> float:
     return default_x_norm(d) ** 2
 
 
+def prompt_inputs(X: np.ndarray, y: np.ndarray, xq: np.ndarray) -> dict[str, np.ndarray]:
+    """Batched prompts (B,n,d), (B,n), (B,d) as per-column slots ``y`` (B,T) and ``x`` (B,T,d)."""
+    B, n, d = X.shape
+    T = 2 * n + 2
+    xs = np.zeros((B, T, d))
+    ys = np.zeros((B, T))
+    xs[:, 1 : 2 * n : 2] = X
+    ys[:, 2 : 2 * n + 1 : 2] = y
+    xs[:, 2 * n + 1] = xq
+    return {"y": ys, "x": xs}
+
+
+def prompt_tokens(X: np.ndarray, y: np.ndarray, xq: np.ndarray) -> np.ndarray:
+    """The token tensor (B, 2n+2, d+1): each token is ``[y, x]``."""
+    cols = prompt_inputs(X, y, xq)
+    return np.concatenate([cols["y"][..., None], cols["x"]], axis=-1)
+
+
 @dataclass
 class Construction:
     """A transformer built to run one learning algorithm in context, with its certificate."""
@@ -104,14 +122,7 @@ class Construction:
 
     def inputs(self, X, y, xq) -> dict[str, np.ndarray]:
         """Per-column input slots for batched prompts (the interpreter's and the model's input)."""
-        B, n, d = X.shape
-        T = 2 * n + 2
-        xs = np.zeros((B, T, d))
-        ys = np.zeros((B, T))
-        xs[:, 1 : 2 * n : 2] = X
-        ys[:, 2 : 2 * n + 1 : 2] = y
-        xs[:, 2 * n + 1] = xq
-        return {"y": ys, "x": xs}
+        return prompt_inputs(X, y, xq)
 
     def encode(self, X, y, xq) -> torch.Tensor:
         """The token tensor ``(batch, 2n+2, d+1)`` for prompts (X, y, xq)."""
@@ -129,6 +140,14 @@ class Construction:
             out = self.model(self.compiled.tokens(inputs))[:, -1].cpu().numpy()
         return float(out[0]) if single else out
 
+    def save(self, path) -> None:
+        """Write the model and what it is (construction, sizes, parameters, layout, domain)."""
+        meta = {"construction": self.name, "d": self.d, "n": self.n, "mode": self.mode,
+                "params": {k: np.asarray(v).tolist() for k, v in self.params.items()},
+                "layout": self.layout.to_dict(), "x_norm": self.x_norm, "y_bound": self.y_bound,
+                "error_bound": self.error_bound}
+        self.model.save(path, meta)
+
     def trace(self, X, y, xq) -> list[dict[str, np.ndarray]]:
         """Named slots of the residual stream before the first layer and after every layer (one prompt)."""
         X, y, xq, _ = self._batch(X, y, xq)
@@ -136,8 +155,15 @@ class Construction:
         return [{k: v[0] for k, v in s.items()} for s in states]
 
 
+DEFAULT_LEVELS = {"float64": 4, "float32": 2}  # Richardson scales per GeLU product
+
+
 def build(name: str, program: Program, *, d: int, n: int, params: dict, x_norm: float, y_bound: float,
-          dtype: str, mode: str, levels: int, paper: dict | None = None) -> Construction:
+          dtype: str, mode: str, levels: int | None, paper: dict | None = None) -> Construction:
+    """Compile a construction's program for prompts of n examples (2n+2 columns)."""
+    if dtype not in DEFAULT_LEVELS:
+        raise ValueError(f"dtype must be one of {sorted(DEFAULT_LEVELS)}, got {dtype!r}")
+    levels = DEFAULT_LEVELS[dtype] if levels is None else levels
     compiled = compile_program(program, max_len=2 * n + 2, dtype=dtype, mode=mode, levels=levels, output="yhat")
     return Construction(name, d, n, params, compiled, x_norm, y_bound, mode, paper or {})
 

@@ -39,7 +39,7 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
     b_xerr = X * b_err
     shrink = 1 - 2 * lr * lam
     bos_fix = (2 * lr * lam * w0).reshape(d, 1)  # keeps BOS's w at w0
-    slots = {"y": (), "x": (d,), "x_ex": (d,), "w": (d,), "wx": (), "err": (), "xerr": (d,), "w_pred": (d,), "yhat": ()}
+    slots = {"y": (), "x": (d,), "x_ex": (d,), "w": (d,), "wx": (), "err": (), "xerr": (d,), "yhat": ()}
     steps: list = [mov("x_ex", "x", 1)]
     if mode == "faithful":
         slots["grad"] = (d,)
@@ -62,7 +62,8 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
                 mul("xerr", "x_ex", "err", (d, 1, 1), bound=b_xerr),
                 *update,
             ]
-        steps += [mov("w_pred", "w", 1, bound=W)]
+        steps += [mov("w", "w", 1, bound=W)]  # step 8: w' to the next (query) column, same rows
+        prediction = dot("yhat", "w", "x", d, bound=W * X)
     else:
         steps.append(aff("w", bias=w0, bound=W))
         for k in range(n):
@@ -73,13 +74,15 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
                 aff("err", ("wx", 1.0), ("y", -1.0), bound=b_err),
                 mul("xerr", "x_ex", "err", (d, 1, 1), bound=b_xerr),
             ]
+        slots["w_pred"] = (d,)
         steps.append(Aff("w_pred", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=1, bound=W))
-    steps.append(dot("yhat", "w_pred", "x", d, bound=W * X))
+        prediction = dot("yhat", "w_pred", "x", d, bound=W * X)
+    steps.append(prediction)
     return Program(slots, {"y": Y, "x": X}, steps, name=f"sgd(d={d}, n={n})")
 
 
 def sgd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float | None = None,
-        y_bound: float | None = None, dtype: str = "float64", mode: str = "fused", levels: int = 2) -> Construction:
+        y_bound: float | None = None, dtype: str = "float64", mode: str = "fused", levels: int | None = None) -> Construction:
     """A transformer running one pass of SGD over its n in-context examples (Theorem 1 at n=1).
 
     Matches :func:`iclkit.algorithms.sgd`. ``x_norm``/``y_bound`` set the certified domain

@@ -118,7 +118,7 @@ class Compiled:
     def check_intermediates(self, inputs: dict[str, np.ndarray], strict: bool = True) -> None:
         """Asserted slot bounds and divisor lower bounds must hold on this input."""
         _, log = self.program.interpret(inputs, trace=True, t_max=self.t_max)
-        latest: dict[str, np.ndarray] = {}
+        latest = {n: np.asarray(v, dtype=float) for n, v in inputs.items()}
         for op, value in log:
             problems = []
             worst = float(np.abs(value).max(initial=0))
@@ -167,9 +167,11 @@ def compile_program(
     # One LayerNorm pad P serves every mul: minimise the worst error relative to output scale.
     signatures = {(slot_bounds[m.a], slot_bounds[m.b], m.shape[1], max(slot_bounds[m.dst], 1e-300)) for m in muls}
 
-    def worst_relative(P: float) -> float:
+    product_only = {sig: bd.best_product_scale(dtype, sig[0], sig[1], levels)[1] for sig in signatures}
+
+    def worst_relative(P: float) -> float:  # for choosing P; the final bounds are recomputed below
         ln = bd.layer_norm_read(dtype, P, R2, R1, L, len(layers))
-        return max(bd.mul_error(dtype, ln, A, B, q, levels)[0] / out for A, B, q, out in signatures)
+        return max(q * (ln.perturb(A, B) + product_only[(A, B, q, out)]) / out for A, B, q, out in signatures)
 
     P = float(min(bd.LOG_GRID[::2], key=worst_relative)) if muls else 1.0
     ln_read = bd.layer_norm_read(dtype, P, R2, R1, L, len(layers))

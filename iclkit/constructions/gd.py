@@ -1,0 +1,54 @@
+"""One full-batch gradient-descent step over the whole context, as a transformer.
+
+``w = w0 - 2 lr (sum_i (w0.x_i - y_i) x_i + lam w0)``: every y column computes its own
+example's gradient term, causal uniform attention averages them over columns 0..t (BOS and
+x columns contribute 0), and a product with the column count t+1 turns the mean into the
+sum. Every x column thus predicts with GD over the examples before it; the query column
+uses all n.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from iclkit.constructions.base import Construction, build, check_sizes, default_x_norm, default_y_bound
+from iclkit.primitives import Mean, Program, aff, dot, mov, mul
+
+
+def gd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm: float, y_bound: float) -> Program:
+    X, Y = x_norm, y_bound
+    W0 = float(np.linalg.norm(w0))
+    b_err = W0 * X + Y
+    b_g = X * b_err
+    B_w = W0 + 2 * lr * (n * b_g + lam * W0)
+    T_max = 2 * n + 1  # the pos unit is t / T_max
+    slots = {"y": (), "x": (d,), "x_ex": (d,), "err": (), "g": (d,), "g_mean": (d,), "count": (),
+             "G": (d,), "w": (d,), "yhat": ()}
+    steps = [
+        mov("x_ex", "x", 1),
+        aff("count", ("pos", float(T_max)), bias=1.0, bound=T_max + 1.0),  # t + 1 columns so far
+        aff("err", ("x_ex", w0.reshape(1, d)), ("y", -1.0), bound=b_err),  # w0.x - y
+        mul("g", "x_ex", "err", (d, 1, 1), bound=b_g),
+        Mean("g_mean", src="g"),
+        mul("G", "g_mean", "count", (d, 1, 1), bound=n * b_g),  # sum over the examples so far
+        aff("w", ("G", -2 * lr), bias=(1 - 2 * lr * lam) * w0, bound=B_w),
+        dot("yhat", "w", "x", d, bound=np.sqrt(d) * B_w * X),
+    ]
+    return Program(slots, {"y": Y, "x": X}, steps, name=f"gd(d={d}, n={n})")
+
+
+def gd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float | None = None,
+       y_bound: float | None = None, dtype: str = "float64", mode: str = "fused", levels: int | None = None) -> Construction:
+    """A transformer taking one full-batch GD step on its n in-context examples.
+    Matches :func:`iclkit.algorithms.gd` with ``steps=1``."""
+    check_sizes(d, n)
+    if not lr > 0 or lam < 0:
+        raise ValueError(f"gd needs lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
+    w0 = np.zeros(d) if w0 is None else np.asarray(w0, dtype=float)
+    if w0.shape != (d,):
+        raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
+    x_norm = default_x_norm(d) if x_norm is None else x_norm
+    y_bound = default_y_bound(d) if y_bound is None else y_bound
+    program = gd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound)
+    return build("gd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,
+                 y_bound=y_bound, dtype=dtype, mode=mode, levels=levels)

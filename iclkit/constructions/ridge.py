@@ -1,0 +1,99 @@
+"""Theorem 2: one Sherman–Morrison update per example, as a transformer (App. B), stacked.
+
+``(A + x x^T)^-1 = A^-1 - (A^-1 x)(x^T A^-1) / (1 + x^T A^-1 x)``, starting from A_0^-1 = I/λ,
+with ``b = sum x_i y_i`` and ``w = A^-1 b``: after n examples, exactly ridge regression. As
+for SGD, every column runs the same block reading the previous y column (two back); BOS
+(x = 0) is a fixed point of the update, so it keeps I/λ and b = 0 without any correction.
+
+The paper's chain has ``mul(...,(d,1,1),...)`` for the final w'.x_2, which must be (1,d,1);
+it multiplies by y_1 in place, which an MLP cannot do exactly, so w gets fresh rows.
+
+Certified domain: |x| <= X, |y| <= Y. Then ``0 < A^-1 <= I/λ`` gives every slot's bound:
+|A^-1|, |corr| <= 1/λ; |u| <= X/λ; 1 <= den <= 1 + X^2/λ; |outer| <= X^2/λ^2; |b| <= nXY; and
+ridge's ``|w| <= |y| / (2 sqrt λ) <= sqrt(n) Y / (2 sqrt λ)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from iclkit.constructions.base import Construction, build, check_sizes, default_x_norm, default_y_bound
+from iclkit.primitives import Aff, Parallel, Program, aff, div, dot, mov, mul
+
+
+def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, mode: str) -> Program:
+    X, Y = x_norm, y_bound
+    inv = 1.0 / lam
+    B_u, B_outer, B_den = X / lam, X * X / lam**2, 1 + X * X / lam
+    B_b, B_w = n * X * Y, np.sqrt(n) * Y / (2 * np.sqrt(lam))
+    identity = (np.eye(d) * inv).reshape(-1)
+    slots = {"y": (), "x": (d,), "x_ex": (d,), "xy": (d,), "A_inv": (d, d), "u": (d,), "outer": (d, d),
+             "den": (), "corr": (d, d), "w": (d,), "yhat": ()}
+    if n > 1:
+        slots["b"] = (d,)
+    steps: list = [mov("x_ex", "x", 1)]
+    if mode == "faithful":
+        slots |= {"v": (d,), "Ax": (d,)} | ({"b_prev": (d,)} if n > 1 else {})
+        block = [
+            mul("u", "A_inv", "x_ex", (d, d, 1), bound=B_u),  # A^-1 u
+            mul("v", "x_ex", "A_inv", (1, d, d), bound=B_u),  # v^T A^-1
+            mul("outer", "u", "v", (d, 1, d), bound=B_outer),  # A^-1 u v^T A^-1
+            mul("den", "v", "x_ex", (1, d, 1), bound=B_den - 1),  # v^T A^-1 u
+            aff("den", ("den", 1.0), bias=1.0, bound=B_den),  # 1 + v^T A^-1 u, in place
+            div("corr", "outer", "den", den_min=1.0, bound=inv),
+            aff("A_inv", ("A_inv", 1.0), ("corr", -1.0), bound=inv),
+        ]
+        steps += [mul("xy", "x_ex", "y", (d, 1, 1), bound=X * Y), aff("A_inv", bias=identity, bound=inv), *block]
+        for k in range(1, n):
+            steps += [
+                Parallel(mov("A_inv", "A_inv", 2, bound=inv), mov("b_prev", "xy" if k == 1 else "b", 2, bound=k * X * Y)),
+                aff("b", ("b_prev", 1.0), ("xy", 1.0), bound=(k + 1) * X * Y),
+                *block,
+            ]
+        if n == 1:  # the paper's steps 11-12: A_1^-1 x_1, then times y_1
+            steps += [mul("Ax", "A_inv", "x_ex", (d, d, 1), bound=B_u), mul("w", "Ax", "y", (d, 1, 1), bound=B_w)]
+        else:
+            steps.append(mul("w", "A_inv", "b", (d, d, 1), bound=B_w))
+        steps.append(mov("w", "w", 1, bound=B_w))  # step 13: w' to the query column, same rows
+        prediction = dot("yhat", "w", "x", d, bound=B_w * X)
+    else:
+        # Fused: A^-1 is symmetric, so v = u and the outer product is u u^T; the update of
+        # block k is folded into block k+1's read from two columns back.
+        steps += [aff("A_inv", bias=identity, bound=inv), mul("xy", "x_ex", "y", (d, 1, 1), bound=X * Y)]
+        for k in range(n):
+            if k:
+                steps += [
+                    Aff("A_inv", terms=(("A_inv", 1.0), ("corr", -1.0)), offset=2, bound=inv),
+                    Aff("b", terms=(("b", 1.0), ("xy", 1.0)) if k > 1 else (("xy", 1.0),), offset=2, bound=k * X * Y),
+                ]
+            steps += [
+                mul("u", "A_inv", "x_ex", (d, d, 1), bound=B_u),
+                dot("den", "x_ex", "u", d, bound=B_den, bias=1.0),
+                mul("outer", "u", "u", (d, 1, d), bound=B_outer),
+                div("corr", "outer", "den", den_min=1.0, bound=inv),
+            ]
+        steps += [
+            aff("A_inv", ("A_inv", 1.0), ("corr", -1.0), bound=inv),
+            aff("b", ("b", 1.0), ("xy", 1.0), bound=B_b) if n > 1 else aff("b", ("xy", 1.0), bound=B_b),
+            mul("w", "A_inv", "b", (d, d, 1), bound=B_w),
+            mov("w", "w", 1, bound=B_w),
+        ]
+        slots["b"] = (d,)
+        prediction = dot("yhat", "w", "x", d, bound=B_w * X)
+    steps.append(prediction)
+    return Program(slots, {"y": Y, "x": X}, steps, name=f"ridge(d={d}, n={n})")
+
+
+def ridge(d: int, n: int, *, lam: float, x_norm: float | None = None, y_bound: float | None = None,
+          dtype: str = "float64", mode: str = "fused", levels: int | None = None) -> Construction:
+    """A transformer computing ridge regression over its n in-context examples by n
+    Sherman–Morrison updates (Theorem 2 at n=1). Matches :func:`iclkit.algorithms.ridge`."""
+    check_sizes(d, n)
+    if not lam > 0:
+        raise ValueError(f"ridge needs lam > 0, got {lam}")
+    x_norm = default_x_norm(d) if x_norm is None else x_norm
+    y_bound = default_y_bound(d) if y_bound is None else y_bound
+    program = ridge_program(d, n, lam=lam, x_norm=x_norm, y_bound=y_bound, mode=mode)
+    paper = {"layers": 14 if n == 1 else None, "rows": 3 + 5 * d + 3 * d * d}
+    return build("ridge", program, d=d, n=n, params={"lam": lam}, x_norm=x_norm, y_bound=y_bound,
+                 dtype=dtype, mode=mode, levels=levels, paper=paper)

@@ -1,0 +1,1 @@
+"""Verification: numeric checks against closed forms, symbolic proofs, property-based strategies."""

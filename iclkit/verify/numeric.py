@@ -1,0 +1,79 @@
+"""Numeric verification: each construction against its closed form on seeded random prompts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from iclkit import algorithms
+from iclkit.constructions import REGISTRY, Construction
+
+# The paper's step sizes and regulariser (Sec. 4.3): SGD(0.01), GD(0.01), Ridge(0.1).
+DEFAULT_PARAMS = {"sgd": {"lr": 0.01, "lam": 0.1}, "gd": {"lr": 0.01, "lam": 0.1}, "ridge": {"lam": 0.1}}
+
+
+def targets(n: int, dtype: str) -> float:
+    """The issue's accuracy targets, relative to 1 + |y_hat|."""
+    if dtype == "float32":
+        return 1e-3
+    return 1e-10 if n == 1 else 1e-8
+
+
+def sample_problems(d: int, n: int, batch: int, seed: int, noise: float = 0.0):
+    """x, w ~ N(0, I); y = w.x (+ noise). Returns X (B,n,d), y (B,n), xq (B,d)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((batch, n, d))
+    w = rng.standard_normal((batch, d))
+    y = np.einsum("bnd,bd->bn", X, w) + noise * rng.standard_normal((batch, n))
+    return X, y, rng.standard_normal((batch, d))
+
+
+def closed_form(c: Construction, X, y, xq) -> np.ndarray:
+    """What the construction must predict: the same algorithm, same parameters, in numpy."""
+    fn = getattr(algorithms, c.name)
+    params = {k: v for k, v in c.params.items() if not (k == "w0" and not np.any(v))}
+    return np.array([xq[b] @ fn(X[b], y[b], **params) for b in range(X.shape[0])])
+
+
+@dataclass
+class Row:
+    construction: str
+    mode: str
+    dtype: str
+    d: int
+    n: int
+    layers: int
+    width: int
+    parameters: int
+    max_error: float  # max |y_hat - exact| over the prompts
+    max_relative: float  # max |y_hat - exact| / (1 + |exact|)
+    bound: float  # certified bound on |y_hat - exact|
+    target: float
+    build_s: float
+    run_s: float
+
+    @property
+    def within_bound(self) -> bool:
+        return bool(np.isfinite(self.max_error) and self.max_error <= self.bound)
+
+    @property
+    def meets_target(self) -> bool:
+        return bool(self.max_relative <= self.target)
+
+
+def check(name: str, d: int, n: int, *, dtype: str = "float64", mode: str = "fused", seed: int = 0,
+          trials: int = 32, params: dict | None = None) -> Row:
+    """Build one construction, run it on ``trials`` seeded prompts, compare with the closed form."""
+    params = DEFAULT_PARAMS[name] if params is None else params
+    t0 = time.perf_counter()
+    c = REGISTRY[name](d, n, dtype=dtype, mode=mode, **params)
+    t1 = time.perf_counter()
+    X, y, xq = sample_problems(d, n, trials, seed)
+    yhat = c.predict(X, y, xq)
+    t2 = time.perf_counter()
+    exact = closed_form(c, X, y, xq)
+    err = np.abs(yhat - exact)
+    return Row(name, mode, dtype, d, n, c.num_layers, c.width, c.model.num_parameters(), float(err.max()),
+               float((err / (1 + np.abs(exact))).max()), c.error_bound, targets(n, dtype), t1 - t0, t2 - t1)

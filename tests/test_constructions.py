@@ -1,0 +1,106 @@
+"""Constructions against iclkit.algorithms; counts against the paper; bad input."""
+
+import numpy as np
+import pytest
+
+from iclkit import algorithms as A
+from iclkit import constructions as C
+from iclkit.primitives import BoundError
+from iclkit.verify.numeric import DEFAULT_PARAMS, closed_form, sample_problems
+
+
+@pytest.mark.parametrize("name", ["sgd", "gd", "ridge"])
+@pytest.mark.parametrize("mode", ["faithful", "fused"])
+@pytest.mark.parametrize("d", [1, 3])
+def test_single_block_within_certified_bound(name, mode, d):
+    c = C.REGISTRY[name](d, 1, mode=mode, **DEFAULT_PARAMS[name])
+    X, y, xq = sample_problems(d, 1, 16, seed=d)
+    err = np.abs(c.predict(X, y, xq) - closed_form(c, X, y, xq))
+    assert err.max() <= c.error_bound
+
+
+def test_paper_layer_counts_and_fused_beats_them():
+    for d in (1, 4):
+        assert C.sgd(d, 1, lr=0.01, mode="faithful").num_layers == 9
+        assert C.ridge(d, 1, lam=0.1, mode="faithful").num_layers == 14
+        assert C.sgd(d, 1, lr=0.01).num_layers < 9
+        assert C.ridge(d, 1, lam=0.1).num_layers < 14
+        assert C.ridge(d, 1, lam=0.1).width < C.ridge(d, 1, lam=0.1, mode="faithful").width
+    # stacked: per example 6 faithful / 2 fused layers (SGD), 9 / 3 (ridge)
+    assert C.sgd(2, 5, lr=0.01, mode="faithful").num_layers == 6 * 5 + 3
+    assert C.sgd(2, 5, lr=0.01).num_layers == 2 * 5 + 1
+    assert C.ridge(2, 5, lam=0.1, mode="faithful").num_layers == 9 * 5 + 4
+    assert C.ridge(2, 5, lam=0.1).num_layers == 3 * 5 + 2
+
+
+@pytest.mark.parametrize("name", ["sgd", "gd", "ridge"])
+def test_stacked_meets_the_accuracy_target(name):
+    """Issue 3's float64 target for stacked blocks, 1e-8 (1 + |y_hat|) (not a certified bound:
+    the generic forward analysis is vacuous over many blocks; see README)."""
+    c = C.REGISTRY[name](4, 6, **DEFAULT_PARAMS[name])
+    X, y, xq = sample_problems(4, 6, 16, seed=7)
+    exact = closed_form(c, X, y, xq)
+    assert (np.abs(c.predict(X, y, xq) - exact) / (1 + np.abs(exact))).max() <= 1e-8
+
+
+def test_every_x_column_predicts_with_its_prefix():
+    d, n = 3, 4
+    c = C.sgd(d, n, lr=0.05, lam=0.1, w0=np.array([0.3, -0.2, 0.1]))
+    X, y, xq = sample_problems(d, n, 1, seed=3)
+    states = c.trace(X, y, xq)
+    yhat = states[-1]["yhat"]
+    for j in range(n):  # column 2j+1 holds x_{j+1}: predicted from examples 1..j
+        w = A.sgd(X[0, :j], y[0, :j], lr=0.05, lam=0.1, w0=c.params["w0"]) if j else c.params["w0"]
+        assert abs(yhat[2 * j + 1] - X[0, j] @ w) <= 1e-9
+
+
+def test_ridge_is_bayes_and_approaches_ols():
+    d, n = 2, 4
+    X, y, xq = sample_problems(d, n, 4, seed=5, noise=0.5)
+    c = C.ridge(d, n, lam=0.25)
+    bayes = np.array([xq[b] @ A.bayes(X[b], y[b], noise_var=0.25, prior_var=1.0) for b in range(4)])
+    assert np.abs(c.predict(X, y, xq) - bayes).max() <= 1e-8
+    small = C.ridge(d, n, lam=1e-3, x_norm=4.0, y_bound=10.0)
+    X2, y2, xq2 = sample_problems(d, n, 4, seed=6)
+    ols = np.array([xq2[b] @ A.ols(X2[b], y2[b]) for b in range(4)])
+    assert np.abs(small.predict(X2, y2, xq2) - ols).max() <= 1e-2
+
+
+def test_bad_input_is_refused_with_reasons():
+    c = C.sgd(2, 3, lr=0.01)
+    X, y, xq = sample_problems(2, 3, 1, seed=0)
+    with pytest.raises(ValueError, match=r"X must have shape \(3, 2\)"):
+        c.predict(X[0, :2], y[0, :2], xq[0])
+    with pytest.raises(ValueError, match="xq must have shape"):
+        c.predict(X[0], y[0], np.ones(3))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        c.predict(X[0], np.array([1.0, np.inf, 0.0]), xq[0])
+    with pytest.raises(BoundError, match="x_norm"):
+        c.predict(X[0] * 100, y[0], xq[0])
+    with pytest.raises(ValueError, match="lam > 0"):
+        C.ridge(2, 1, lam=0.0)
+    with pytest.raises(ValueError, match="positive integer"):
+        C.gd(0, 1, lr=0.1)
+    with pytest.raises(ValueError, match="w0 must have shape"):
+        C.sgd(2, 1, lr=0.1, w0=np.ones(3))
+
+
+def test_save_and_cli_run(tmp_path, capsys):
+    from iclkit.cli import main
+
+    path = tmp_path / "ridge.safetensors"
+    assert main(["build", "ridge", "--d", "2", "--n", "2", "--lam", "0.5", "--out", str(path)]) == 0
+    X, y, xq = sample_problems(2, 2, 3, seed=9)
+    np.savez(tmp_path / "p.npz", X=X, y=y, xq=xq)
+    assert main(["run", str(path), "--prompts", str(tmp_path / "p.npz")]) == 0
+    out = capsys.readouterr().out
+    exact = xq[0] @ A.ridge(X[0], y[0], lam=0.5)
+    assert f"{exact:.8g}"[:8] in out
+    assert main(["run", str(path), "--prompts", str(tmp_path / "p.npz"), "--batch", "2"]) == 0
+
+
+def test_verify_main_job_passes(capsys):
+    from iclkit.cli import main
+
+    assert main(["verify", "--constructions", "sgd", "ridge", "--d", "2", "--n", "1", "2", "--trials", "4"]) == 0
+    assert "pass" in capsys.readouterr().out

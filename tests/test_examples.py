@@ -1,0 +1,18 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs_and_agrees(path):
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for got, exact in re.findall(r"transformer\s+(-?[\d.]+)\s+closed form\s+(-?[\d.]+)", out.stdout):
+        assert abs(float(got) - float(exact)) <= 1e-8
+    for err, bound in re.findall(r"max error ([\d.e+-]+)\s+certified bound ([\d.e+-]+)", out.stdout):
+        assert float(err) <= float(bound)

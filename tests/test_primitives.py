@@ -1,0 +1,122 @@
+"""Each primitive as one transformer layer against its reference semantics, within its bound."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from iclkit.primitives import (BoundError, Mean, Parallel, Program, ProgramError, aff, compile_program, div, dot,
+                               mov, mul)
+
+T = 7
+
+
+def single(op, slots, inputs):
+    return Program(slots, inputs, [op])
+
+
+def run_both(program, dtype, seed, batch=16, lo=None, max_len=T):
+    """Random inputs filling each input's bound; returns compiled, max error per slot."""
+    compiled = compile_program(program, max_len=max_len, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    values = {}
+    for name, bound in program.inputs.items():
+        v = rng.uniform(-bound, bound, (batch, max_len, *program.slots[name]))
+        if lo and name in lo:  # keep divisors away from zero
+            v = np.sign(v) * np.maximum(np.abs(v), lo[name])
+        values[name] = v
+    out = compiled.run(values)
+    ref = compiled.interpret(values)
+    return compiled, {n: float(np.abs(out[n] - ref[n]).max()) for n in program.slots}
+
+
+PRIMITIVES = {
+    "mov": (lambda d: mov("z", "a", 2), lambda d: {"a": (d,), "z": (d,)}, {}),
+    "aff": (lambda d: aff("z", ("a", np.arange(d * d).reshape(d, d) / d), ("b", -0.5), bias=np.ones(d)),
+            lambda d: {"a": (d,), "b": (d,), "z": (d,)}, {}),
+    "mul": (lambda d: mul("z", "a", "b", (d, 2, 3)), lambda d: {"a": (d, 2), "b": (2, 3), "z": (d, 3)}, {}),
+    "dot": (lambda d: dot("z", "a", "b", d), lambda d: {"a": (d,), "b": (d,), "z": ()}, {}),
+    "div": (lambda d: div("z", "a", "c", den_min=0.5), lambda d: {"a": (d,), "c": (), "z": (d,)}, {"c": 0.5}),
+    "mean": (lambda d: Mean("z", src="a"), lambda d: {"a": (d,), "z": (d,)}, {}),
+}
+
+
+@given(name=st.sampled_from(sorted(PRIMITIVES)), d=st.integers(1, 4), bound=st.floats(0.1, 20.0),
+       dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 2**16))
+def test_primitive_matches_reference_within_bound(name, d, bound, dtype, seed):
+    make_op, make_slots, lo = PRIMITIVES[name]
+    slots = make_slots(d)
+    inputs = {s: (max(bound, 1.0) if s == "c" else bound) for s in slots if s != "z"}
+    compiled, err = run_both(single(make_op(d), slots, inputs), dtype, seed, lo=lo)
+    assert compiled.num_layers == (2 if name == "div" else 1)  # div's pads are cleared by the next attention
+    for slot, e in err.items():
+        assert e <= compiled.error_bounds[slot], (slot, e, compiled.error_bounds[slot])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["mul", "dot", "div"])
+def test_approximate_bounds_are_tight_within_100x(name, dtype):
+    make_op, make_slots, lo = PRIMITIVES[name]
+    slots = make_slots(3)
+    inputs = {s: 2.0 for s in slots if s != "z"}
+    compiled, err = run_both(single(make_op(3), slots, inputs), dtype, seed=1, batch=256, lo=lo)
+    assert err["z"] <= compiled.error_bounds["z"] <= 100 * err["z"]
+
+
+def test_float64_and_float32_targets():
+    """Issue targets: <= 1e-9 (float64) and <= 1e-3 (float32) relative to the output scale."""
+    for dtype, target in (("float64", 1e-9), ("float32", 1e-3)):
+        for name in ("mul", "dot", "div"):
+            make_op, make_slots, lo = PRIMITIVES[name]
+            slots = make_slots(3)
+            compiled, err = run_both(single(make_op(3), slots, {s: 2.0 for s in slots if s != "z"}), dtype, 2, lo=lo)
+            assert err["z"] / compiled.slot_bounds["z"] <= target
+
+
+def test_parallel_ops_share_one_layer_and_fused_packs_chains():
+    slots = {"a": (2,), "b": (2,), "p": (), "q": (2,), "r": (2,)}
+    prog = Program(slots, {"a": 1.0, "b": 1.0}, [Parallel(dot("p", "a", "b", 2), aff("q", ("a", 2.0))), mov("r", "q", 1)])
+    faithful = compile_program(prog, max_len=T, mode="faithful")
+    assert faithful.num_layers == 2
+    chain = Program({"a": (2,), "u": (2,), "v": (), "w": (2,)}, {"a": 1.0},
+                    [mov("u", "a", 1), dot("v", "u", "a", 2), aff("w", ("u", 1.0), ("v", np.ones((2, 1))))])
+    fused = compile_program(chain, max_len=T, mode="fused")
+    assert compile_program(chain, max_len=T, mode="faithful").num_layers == 3 and fused.num_layers == 2
+    _, err = run_both(chain, "float64", 0)
+    assert err["w"] <= fused.error_bounds["w"]
+
+
+def test_every_problem_is_listed():
+    slots = {"a": (2,), "b": (3,), "c": (), "z": (2,), "one_more": (2,)}
+    prog = Program(slots, {"a": 1.0, "c": 1.0}, [
+        mul("z", "a", "b", (2, 1, 1)),           # reads b, never written; shapes do not fit
+        aff("a", ("c", np.ones((2, 1)))),        # writes over an input
+        mul("z", "z", "a", (2, 1, 1)),           # MLP op in place
+        div("one_more", "a", "c", den_min=0.0),  # den_min must be > 0
+        aff("ghost", ("a", 1.0)),                # undeclared slot
+        Parallel(aff("z", ("a", 1.0)), mov("one_more", "z", 1)),  # clash
+    ])
+    with pytest.raises(ProgramError) as info:
+        compile_program(prog, max_len=T, max_width=10)
+    reasons = " | ".join(str(p) for p in info.value.problems)
+    for expected in ("nothing has written", "must hold a", "writes over input slot 'a'", "own input",
+                     "den_min must be > 0", "'ghost' is not declared", "also touches", "too little room"):
+        assert expected in reasons, expected
+
+
+def test_runtime_input_errors():
+    prog = single(div("z", "a", "c", den_min=0.5), {"a": (2,), "c": (), "z": (2,)}, {"a": 1.0, "c": 2.0})
+    compiled = compile_program(prog, max_len=T)
+    good = {"a": np.zeros((1, T, 2)), "c": np.ones((1, T))}
+    with pytest.raises(ValueError, match="must have shape"):
+        compiled.run({"a": np.zeros((1, T, 3)), "c": np.ones((1, T))})
+    with pytest.raises(ValueError, match="NaN or inf"):
+        compiled.run({**good, "a": np.full((1, T, 2), np.nan)})
+    with pytest.raises(BoundError, match="certified bound"):
+        compiled.run({**good, "a": np.full((1, T, 2), 3.0)})
+    with pytest.raises(BoundError, match="den_min"):
+        compiled.run({**good, "c": np.full((1, T), 0.1)})
+    with pytest.warns(UserWarning, match="non-strict"):
+        compiled.run({**good, "a": np.full((1, T, 2), 3.0)}, strict=False)
+    with pytest.raises(ValueError, match="max_len"):
+        compiled.run({"a": np.zeros((1, T + 1, 2)), "c": np.ones((1, T + 1))})

@@ -1,0 +1,68 @@
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from iclkit.transformer import Transformer, TransformerConfig
+from iclkit.transformer.model import compensated_mean
+
+
+def random_model(dtype="float64", seed=0):
+    torch.manual_seed(seed)
+    cfg = TransformerConfig(token_dim=3, width=8, num_layers=2, num_heads=2, head_dim=4, value_dim=4,
+                            mlp_width=16, max_len=10, ln_eps=1e-5, ln_affine=True, dtype=dtype)
+    model = Transformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    return model
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path):
+    model = random_model()
+    model.save(tmp_path / "m.safetensors", {"note": "hello"})
+    loaded, meta = Transformer.load(tmp_path / "m.safetensors")
+    assert meta == {"note": "hello"}
+    for (na, a), (nb, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert na == nb and torch.equal(a, b)
+    tokens = torch.randn(2, 7, 3, dtype=torch.float64)
+    assert torch.equal(model(tokens), loaded(tokens))
+
+
+def test_causal_outputs_ignore_later_tokens():
+    model = random_model()
+    a = torch.randn(1, 6, 3, dtype=torch.float64)
+    b = a.clone()
+    b[0, 4:] = torch.randn(2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(model(a)[0, :4], model(b)[0, :4])
+        assert not torch.equal(model(a)[0, 4:], model(b)[0, 4:])
+
+
+def test_states_and_float32():
+    model = random_model("float32")
+    out, states = model(torch.randn(3, 5, 3), return_states=True)
+    assert out.shape == (3, 5) and out.dtype == torch.float32
+    assert len(states) == 3 and all(s.shape == (3, 5, 8) for s in states)
+
+
+def test_bad_tokens_are_refused():
+    model = random_model()
+    with pytest.raises(ValueError, match="tokens must have shape"):
+        model(torch.randn(2, 5, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="exceeds the model's max_len"):
+        model(torch.randn(1, 11, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dtype"):
+        TransformerConfig(1, 1, 1, 1, 1, 1, 1, 1, dtype="float16")
+
+
+def test_compensated_mean_survives_cancelling_pads():
+    # +P and -P among small numbers: a plain float sum loses u*P; the compensated one does not.
+    P = 2.0**40
+    rng = np.random.default_rng(0)
+    rest = rng.standard_normal(61)
+    h = np.concatenate([[P], rest[:30], [-P], rest[30:]])
+    exact = float(sum(Fraction(v) for v in h) / len(h))
+    got = compensated_mean(torch.tensor(h)[None]).item()
+    assert abs(got - exact) <= 4 * 2.0**-53 * abs(exact)
