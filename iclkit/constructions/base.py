@@ -30,8 +30,9 @@ def prompt_inputs(X: np.ndarray, y: np.ndarray, xq: np.ndarray) -> dict[str, np.
     """Batched prompts (B,n,d), (B,n), (B,d) as per-column slots ``y`` (B,T) and ``x`` (B,T,d)."""
     B, n, d = X.shape
     T = 2 * n + 2
-    xs = np.zeros((B, T, d))
-    ys = np.zeros((B, T))
+    dtype = object if X.dtype == object else float  # object: sympy symbols, for proofs
+    xs = np.zeros((B, T, d), dtype=dtype)
+    ys = np.zeros((B, T), dtype=dtype)
     xs[:, 1 : 2 * n : 2] = X
     ys[:, 2 : 2 * n + 1 : 2] = y
     xs[:, 2 * n + 1] = xq
@@ -166,6 +167,18 @@ def build(name: str, program: Program, *, d: int, n: int, params: dict, x_norm: 
     levels = DEFAULT_LEVELS[dtype] if levels is None else levels
     compiled = compile_program(program, max_len=2 * n + 2, dtype=dtype, mode=mode, levels=levels, output="yhat")
     return Construction(name, d, n, params, compiled, x_norm, y_bound, mode, paper or {})
+
+
+def is_symbolic(*values) -> bool:
+    """True when any parameter is a sympy expression (programs then carry no numeric bounds)."""
+    return any(np.asarray(v).dtype == object for v in values)
+
+
+class NoBounds(dict):
+    """Bounds of a symbolic program: every lookup is None (nothing to certify numerically)."""
+
+    def __missing__(self, key):
+        return None
 
 
 def check_sizes(d: int, n: int) -> None:

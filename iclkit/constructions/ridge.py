@@ -17,16 +17,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import Construction, build, check_sizes, default_x_norm, default_y_bound
+from iclkit.constructions.base import (Construction, NoBounds, build, check_sizes, default_x_norm, default_y_bound,
+                                       is_symbolic)
 from iclkit.primitives import Aff, Parallel, Program, aff, div, dot, mov, mul
 
 
 def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, mode: str) -> Program:
     X, Y = x_norm, y_bound
-    inv = 1.0 / lam
-    B_u, B_outer, B_den = X / lam, X * X / lam**2, 1 + X * X / lam
-    B_b, B_w = n * X * Y, np.sqrt(n) * Y / (2 * np.sqrt(lam))
+    inv = 1 / lam
     identity = (np.eye(d) * inv).reshape(-1)
+    if is_symbolic(lam):
+        B = NoBounds()
+    else:
+        B = {"inv": inv, "u": X / lam, "outer": X * X / lam**2, "den": 1 + X * X / lam, "s": X * X / lam,
+             "xy": X * Y, "b": n * X * Y, "w": np.sqrt(n) * Y / (2 * np.sqrt(lam))}
+        B |= {("b", k): k * X * Y for k in range(1, n + 1)}
+        B["yhat"] = B["w"] * X
     slots = {"y": (), "x": (d,), "x_ex": (d,), "xy": (d,), "A_inv": (d, d), "u": (d,), "outer": (d, d),
              "den": (), "corr": (d, d), "w": (d,), "yhat": ()}
     if n > 1:
@@ -35,51 +41,51 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
     if mode == "faithful":
         slots |= {"v": (d,), "Ax": (d,)} | ({"b_prev": (d,)} if n > 1 else {})
         block = [
-            mul("u", "A_inv", "x_ex", (d, d, 1), bound=B_u),  # A^-1 u
-            mul("v", "x_ex", "A_inv", (1, d, d), bound=B_u),  # v^T A^-1
-            mul("outer", "u", "v", (d, 1, d), bound=B_outer),  # A^-1 u v^T A^-1
-            mul("den", "v", "x_ex", (1, d, 1), bound=B_den - 1),  # v^T A^-1 u
-            aff("den", ("den", 1.0), bias=1.0, bound=B_den),  # 1 + v^T A^-1 u, in place
-            div("corr", "outer", "den", den_min=1.0, bound=inv),
-            aff("A_inv", ("A_inv", 1.0), ("corr", -1.0), bound=inv),
+            mul("u", "A_inv", "x_ex", (d, d, 1), bound=B["u"]),  # A^-1 u
+            mul("v", "x_ex", "A_inv", (1, d, d), bound=B["u"]),  # v^T A^-1
+            mul("outer", "u", "v", (d, 1, d), bound=B["outer"]),  # A^-1 u v^T A^-1
+            mul("den", "v", "x_ex", (1, d, 1), bound=B["s"]),  # v^T A^-1 u
+            aff("den", ("den", 1.0), bias=1.0, bound=B["den"]),  # 1 + v^T A^-1 u, in place
+            div("corr", "outer", "den", den_min=1.0, bound=B["inv"]),
+            aff("A_inv", ("A_inv", 1.0), ("corr", -1.0), bound=B["inv"]),
         ]
-        steps += [mul("xy", "x_ex", "y", (d, 1, 1), bound=X * Y), aff("A_inv", bias=identity, bound=inv), *block]
+        steps += [mul("xy", "x_ex", "y", (d, 1, 1), bound=B["xy"]), aff("A_inv", bias=identity, bound=B["inv"]), *block]
         for k in range(1, n):
             steps += [
-                Parallel(mov("A_inv", "A_inv", 2, bound=inv), mov("b_prev", "xy" if k == 1 else "b", 2, bound=k * X * Y)),
-                aff("b", ("b_prev", 1.0), ("xy", 1.0), bound=(k + 1) * X * Y),
+                Parallel(mov("A_inv", "A_inv", 2, bound=B["inv"]), mov("b_prev", "xy" if k == 1 else "b", 2, bound=B[("b", k)])),
+                aff("b", ("b_prev", 1.0), ("xy", 1.0), bound=B[("b", k + 1)]),
                 *block,
             ]
         if n == 1:  # the paper's steps 11-12: A_1^-1 x_1, then times y_1
-            steps += [mul("Ax", "A_inv", "x_ex", (d, d, 1), bound=B_u), mul("w", "Ax", "y", (d, 1, 1), bound=B_w)]
+            steps += [mul("Ax", "A_inv", "x_ex", (d, d, 1), bound=B["u"]), mul("w", "Ax", "y", (d, 1, 1), bound=B["w"])]
         else:
-            steps.append(mul("w", "A_inv", "b", (d, d, 1), bound=B_w))
-        steps.append(mov("w", "w", 1, bound=B_w))  # step 13: w' to the query column, same rows
-        prediction = dot("yhat", "w", "x", d, bound=B_w * X)
+            steps.append(mul("w", "A_inv", "b", (d, d, 1), bound=B["w"]))
+        steps.append(mov("w", "w", 1, bound=B["w"]))  # step 13: w' to the query column, same rows
+        prediction = dot("yhat", "w", "x", d, bound=B["yhat"])
     else:
         # Fused: A^-1 is symmetric, so v = u and the outer product is u u^T; the update of
         # block k is folded into block k+1's read from two columns back.
-        steps += [aff("A_inv", bias=identity, bound=inv), mul("xy", "x_ex", "y", (d, 1, 1), bound=X * Y)]
+        steps += [aff("A_inv", bias=identity, bound=B["inv"]), mul("xy", "x_ex", "y", (d, 1, 1), bound=B["xy"])]
         for k in range(n):
             if k:
                 steps += [
-                    Aff("A_inv", terms=(("A_inv", 1.0), ("corr", -1.0)), offset=2, bound=inv),
-                    Aff("b", terms=(("b", 1.0), ("xy", 1.0)) if k > 1 else (("xy", 1.0),), offset=2, bound=k * X * Y),
+                    Aff("A_inv", terms=(("A_inv", 1.0), ("corr", -1.0)), offset=2, bound=B["inv"]),
+                    Aff("b", terms=(("b", 1.0), ("xy", 1.0)) if k > 1 else (("xy", 1.0),), offset=2, bound=B[("b", k)]),
                 ]
             steps += [
-                mul("u", "A_inv", "x_ex", (d, d, 1), bound=B_u),
-                dot("den", "x_ex", "u", d, bound=B_den, bias=1.0),
-                mul("outer", "u", "u", (d, 1, d), bound=B_outer),
-                div("corr", "outer", "den", den_min=1.0, bound=inv),
+                mul("u", "A_inv", "x_ex", (d, d, 1), bound=B["u"]),
+                dot("den", "x_ex", "u", d, bound=B["den"], bias=1.0),
+                mul("outer", "u", "u", (d, 1, d), bound=B["outer"]),
+                div("corr", "outer", "den", den_min=1.0, bound=B["inv"]),
             ]
         steps += [
-            aff("A_inv", ("A_inv", 1.0), ("corr", -1.0), bound=inv),
-            aff("b", ("b", 1.0), ("xy", 1.0), bound=B_b) if n > 1 else aff("b", ("xy", 1.0), bound=B_b),
-            mul("w", "A_inv", "b", (d, d, 1), bound=B_w),
-            mov("w", "w", 1, bound=B_w),
+            aff("A_inv", ("A_inv", 1.0), ("corr", -1.0), bound=B["inv"]),
+            aff("b", ("b", 1.0), ("xy", 1.0), bound=B["b"]) if n > 1 else aff("b", ("xy", 1.0), bound=B["b"]),
+            mul("w", "A_inv", "b", (d, d, 1), bound=B["w"]),
+            mov("w", "w", 1, bound=B["w"]),
         ]
         slots["b"] = (d,)
-        prediction = dot("yhat", "w", "x", d, bound=B_w * X)
+        prediction = dot("yhat", "w", "x", d, bound=B["yhat"])
     steps.append(prediction)
     return Program(slots, {"y": Y, "x": X}, steps, name=f"ridge(d={d}, n={n})")
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import Construction, build, check_sizes, default_x_norm, default_y_bound
+from iclkit.constructions.base import (Construction, NoBounds, build, check_sizes, default_x_norm, default_y_bound,
+                                       is_symbolic)
 from iclkit.primitives import Aff, Program, aff, dot, mov, mul
 
 
@@ -34,9 +35,11 @@ def sgd_weight_bound(d: int, n: int, lr: float, lam: float, w0: np.ndarray, X: f
 def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm: float, y_bound: float, mode: str) -> Program:
     """The op chain; ``faithful`` follows the paper op for op, ``fused`` is written for packing."""
     X, Y = x_norm, y_bound
-    W = sgd_weight_bound(d, n, lr, lam, w0, X, Y)
-    b_err = W * X + Y
-    b_xerr = X * b_err
+    if is_symbolic(lr, lam, w0):
+        B = NoBounds()
+    else:
+        W = sgd_weight_bound(d, n, lr, lam, w0, X, Y)
+        B = {"w": W, "wx": W * X, "err": W * X + Y, "xerr": X * (W * X + Y), "grad": X * (W * X + Y) + lam * W}
     shrink = 1 - 2 * lr * lam
     bos_fix = (2 * lr * lam * w0).reshape(d, 1)  # keeps BOS's w at w0
     slots = {"y": (), "x": (d,), "x_ex": (d,), "w": (d,), "wx": (), "err": (), "xerr": (d,), "yhat": ()}
@@ -44,39 +47,39 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
     if mode == "faithful":
         slots["grad"] = (d,)
         update = [
-            aff("grad", ("xerr", 1.0), ("w", lam), bound=b_xerr + lam * W),
-            aff("w", ("w", 1.0), ("grad", -2 * lr), ("bos", bos_fix), bound=W),
+            aff("grad", ("xerr", 1.0), ("w", lam), bound=B["grad"]),
+            aff("w", ("w", 1.0), ("grad", -2 * lr), ("bos", bos_fix), bound=B["w"]),
         ]
         steps += [
-            aff("wx", ("x_ex", w0.reshape(1, d)), bound=W * X),  # step 2: w is a layer parameter
-            aff("err", ("wx", 1.0), ("y", -1.0), bound=b_err),
-            mul("xerr", "x_ex", "err", (d, 1, 1), bound=b_xerr),
-            aff("w", bias=w0, bound=W),  # step 5: write w
+            aff("wx", ("x_ex", w0.reshape(1, d)), bound=B["wx"]),  # step 2: w is a layer parameter
+            aff("err", ("wx", 1.0), ("y", -1.0), bound=B["err"]),
+            mul("xerr", "x_ex", "err", (d, 1, 1), bound=B["xerr"]),
+            aff("w", bias=w0, bound=B["w"]),  # step 5: write w
             *update,
         ]
         for _ in range(n - 1):
             steps += [
-                mov("w", "w", 2, bound=W),  # w_{k-1} from the previous y column
-                dot("wx", "w", "x_ex", d, bound=W * X),
-                aff("err", ("wx", 1.0), ("y", -1.0), bound=b_err),
-                mul("xerr", "x_ex", "err", (d, 1, 1), bound=b_xerr),
+                mov("w", "w", 2, bound=B["w"]),  # w_{k-1} from the previous y column
+                dot("wx", "w", "x_ex", d, bound=B["wx"]),
+                aff("err", ("wx", 1.0), ("y", -1.0), bound=B["err"]),
+                mul("xerr", "x_ex", "err", (d, 1, 1), bound=B["xerr"]),
                 *update,
             ]
-        steps += [mov("w", "w", 1, bound=W)]  # step 8: w' to the next (query) column, same rows
-        prediction = dot("yhat", "w", "x", d, bound=W * X)
+        steps += [mov("w", "w", 1, bound=B["w"])]  # step 8: w' to the next (query) column, same rows
+        prediction = dot("yhat", "w", "x", d, bound=B["wx"])
     else:
-        steps.append(aff("w", bias=w0, bound=W))
+        steps.append(aff("w", bias=w0, bound=B["w"]))
         for k in range(n):
             if k:  # the previous block's update, read from two columns back
-                steps.append(Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=2, bound=W))
+                steps.append(Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=2, bound=B["w"]))
             steps += [
-                dot("wx", "w", "x_ex", d, bound=W * X),
-                aff("err", ("wx", 1.0), ("y", -1.0), bound=b_err),
-                mul("xerr", "x_ex", "err", (d, 1, 1), bound=b_xerr),
+                dot("wx", "w", "x_ex", d, bound=B["wx"]),
+                aff("err", ("wx", 1.0), ("y", -1.0), bound=B["err"]),
+                mul("xerr", "x_ex", "err", (d, 1, 1), bound=B["xerr"]),
             ]
         slots["w_pred"] = (d,)
-        steps.append(Aff("w_pred", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=1, bound=W))
-        prediction = dot("yhat", "w_pred", "x", d, bound=W * X)
+        steps.append(Aff("w_pred", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=1, bound=B["w"]))
+        prediction = dot("yhat", "w_pred", "x", d, bound=B["wx"])
     steps.append(prediction)
     return Program(slots, {"y": Y, "x": X}, steps, name=f"sgd(d={d}, n={n})")
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
+UNDERFLOW = {"float64": 2.0**-1074, "float32": 2.0**-149}  # the standard model's absolute term
 LOG_GRID = 10.0 ** np.arange(-2.0, 18.0, 0.025)
 
 
@@ -49,7 +50,7 @@ def attention_gap(dtype: str) -> float:
 def attention_error(dtype: str, T: int, input_mass: float, out_bound: float) -> float:
     """Error of an attention-written entry: leak ``T e^{-G} * mass`` plus ``4u`` rounding."""
     u = roundoff(dtype)
-    return T * math.exp(-attention_gap(dtype)) * input_mass + 4 * u * (input_mass + out_bound)
+    return T * math.exp(-attention_gap(dtype)) * input_mass + 4 * u * (input_mass + out_bound) + 16 * UNDERFLOW[dtype]
 
 
 def sq_coefficient(n: int) -> float:
@@ -87,7 +88,8 @@ def layer_norm_read(dtype: str, pad: float, R2: float, R1: float, L: int, layers
     ``4 u R1`` per layer, and the compensated mean adds ``u^2 (2 pad + R1) log2 L``."""
     u = roundoff(dtype)
     drift = 4 * u * R1 * (layers + 1) / L + 4 * u * u * (2 * pad + R1) * math.log2(max(L, 2))
-    return LayerNormRead(scale_error=R2 / (4 * pad**2) + 4 * u, abs_error=drift)
+    # sigma is a sum of L squares (relative rounding <= (L-1)u), halved by the square root
+    return LayerNormRead(scale_error=R2 / (4 * pad**2) + (L / 2 + 4) * u, abs_error=drift)
 
 
 def product_error(dtype: str, A: float, B: float, S, levels: int):
@@ -126,9 +128,11 @@ def div_error(dtype: str, M: float, R2: float, R1: float, L: int, layers: int, n
               den_min: float, den_max: float) -> float:
     """Mechanism error of ``num/|den|`` realised by LayerNorm with division pads ±M·den."""
     u = roundoff(dtype)
-    read = layer_norm_read(dtype, M * den_min, R2, R1, L, layers)
+    read = layer_norm_read(dtype, M * den_min, R2, R1, L, layers)  # as Lemma 6 with pads ±M|c|
     drift = read.abs_error + 4 * u * u * M * den_max * math.log2(max(L, 2))
-    return read.scale_error * num_bound / den_min + drift / den_min + 12 * u * num_bound / den_min
+    # linear units GeLU(z) - GeLU(-z): torch's erf-GeLU taken as accurate to 8u relative per
+    # unit, plus the pre-activation, output sum and residual add: 32u |z| in all
+    return read.scale_error * num_bound / den_min + drift / den_min + 32 * u * num_bound / den_min
 
 
 def best_div_scale(dtype: str, R2: float, R1: float, L: int, layers: int, num_bound: float, den_min: float,

@@ -1,0 +1,73 @@
+"""Property suites (hypothesis): compiled == interpreter, constructions == closed forms,
+metamorphic relations. Used by the tests with a small budget and by
+``iclkit verify --property --examples N`` with a large one."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iclkit import algorithms as A
+from iclkit import constructions as C
+from iclkit.primitives import compile_program
+from iclkit.verify.strategies import problems, program_inputs, programs
+
+T = 6
+
+
+@given(program=programs(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 2**16))
+def compiled_equals_interpreter(program, dtype, seed):
+    """A random valid program compiled to a transformer equals its numpy interpreter within the bound."""
+    compiled = compile_program(program, max_len=T, dtype=dtype)
+    vals = program_inputs(program, 4, T, seed)
+    out, ref = compiled.run(vals), compiled.interpret(vals)
+    for slot in program.slots:
+        err = np.abs(out[slot] - ref[slot]).max()
+        assert err <= compiled.error_bounds[slot], (slot, err, compiled.error_bounds[slot], [op.describe() for op in program.ops])
+
+
+@given(problem=problems(), lam=st.floats(0.1, 2.0), lr=st.floats(0.005, 0.05))
+def constructions_equal_algorithms(problem, lam, lr):
+    """sgd, gd and ridge transformers equal iclkit.algorithms at the issue's float64 target."""
+    X, y, xq = problem
+    n, d = X.shape
+    for name, kw in (("sgd", {"lr": lr, "lam": lam}), ("gd", {"lr": lr, "lam": lam}), ("ridge", {"lam": lam})):
+        c = C.REGISTRY[name](d, n, **kw)
+        exact = xq @ getattr(A, name)(X, y, **kw)
+        assert abs(c.predict(X, y, xq) - exact) <= 1e-8 * (1 + abs(exact)), name
+
+
+@given(problem=problems(), seed=st.integers(0, 2**16))
+def ridge_ignores_example_order(problem, seed):
+    """Metamorphic: permuting the examples leaves the ridge transformer's prediction unchanged."""
+    X, y, xq = problem
+    perm = np.random.default_rng(seed).permutation(len(y))
+    c = C.ridge(X.shape[1], len(y), lam=0.5)
+    assert abs(c.predict(X, y, xq) - c.predict(X[perm], y[perm], xq)) <= 1e-8
+
+
+@given(problem=problems(), k=st.floats(-2.0, 2.0))
+def scaling_y_scales_yhat(problem, k):
+    """Metamorphic: y -> k y gives y_hat -> k y_hat for ridge and for sgd from w0 = 0."""
+    X, y, xq = problem
+    for c in (C.ridge(X.shape[1], len(y), lam=0.5), C.sgd(X.shape[1], len(y), lr=0.02)):
+        assert abs(c.predict(X, k * y, xq) - k * c.predict(X, y, xq)) <= 1e-8 * (1 + abs(c.predict(X, y, xq)))
+
+
+PROPERTIES = [compiled_equals_interpreter, constructions_equal_algorithms, ridge_ignores_example_order,
+              scaling_y_scales_yhat]
+
+
+def run_properties(examples: int, console) -> int:
+    """Run every property with ``examples`` examples; print failures as shrunk counterexamples."""
+    failed = 0
+    for prop in PROPERTIES:
+        test = settings(max_examples=examples, deadline=None, database=None)(prop)
+        try:
+            test()
+            console.print(f"[green]holds[/]  {prop.__name__} ({examples} examples)")
+        except Exception as e:  # hypothesis re-raises the shrunk counterexample's failure
+            failed += 1
+            console.print(f"[red]FAILS[/]  {prop.__name__}: {type(e).__name__}: {e}")
+    return 1 if failed else 0
