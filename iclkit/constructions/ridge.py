@@ -10,7 +10,8 @@ it multiplies by y_1 in place, which an MLP cannot do exactly, so w gets fresh r
 
 Certified domain: |x| <= X, |y| <= Y. Then ``0 < A^-1 <= I/λ`` gives every slot's bound:
 |A^-1|, |corr| <= 1/λ; |u| <= X/λ; 1 <= den <= 1 + X^2/λ; |outer| <= X^2/λ^2; |b| <= nXY; and
-ridge's ``|w| <= |y| / (2 sqrt λ) <= sqrt(n) Y / (2 sqrt λ)``.
+ridge's ``|w| <= |y| / (2 sqrt λ) <= sqrt(n) Y / (2 sqrt λ)`` for every prefix, so
+|x.w| <= X |w|, |y - x.w| <= Y + X |w| and |u (y - x.w)| <= X/λ (Y + X |w|).
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
              "xy": X * Y, "b": n * X * Y, "w": np.sqrt(n) * Y / (2 * np.sqrt(lam))}
         B |= {("b", k): k * X * Y for k in range(1, n + 1)}
         B["yhat"] = B["w"] * X
+        B["e"] = Y + B["yhat"]
+        B["ue"] = B["u"] * B["e"]
     slots = {"y": (), "x": (d,), "x_ex": (d,), "xy": (d,), "A_inv": (d, d), "u": (d,), "outer": (d, d),
              "den": (), "corr": (d, d), "w": (d,), "yhat": ()}
-    if n > 1:
-        slots["b"] = (d,)
     steps: list = [mov("x_ex", "x", 1)]
     if mode == "faithful":
-        slots |= {"v": (d,), "Ax": (d,)} | ({"b_prev": (d,)} if n > 1 else {})
+        slots |= {"v": (d,), "Ax": (d,)} | ({"b": (d,), "b_prev": (d,)} if n > 1 else {})
         block = [
             mul("u", "A_inv", "x_ex", (d, d, 1), bound=B["u"]),  # A^-1 u
             mul("v", "x_ex", "A_inv", (1, d, d), bound=B["u"]),  # v^T A^-1
@@ -63,28 +64,29 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
         steps.append(mov("w", "w", 1, bound=B["w"]))  # step 13: w' to the query column, same rows
         prediction = dot("yhat", "w", "x", d, bound=B["yhat"])
     else:
-        # Fused: A^-1 is symmetric, so v = u and the outer product is u u^T; the update of
-        # block k is folded into block k+1's read from two columns back.
-        steps += [aff("A_inv", bias=identity, bound=B["inv"]), mul("xy", "x_ex", "y", (d, 1, 1), bound=B["xy"])]
+        # Fused, in recursive-least-squares form: A^-1 is symmetric, so v = u; w is carried
+        # directly, w_k = w_{k-1} + (A_k^-1 x)(y - x.w_{k-1}) with A_k^-1 x = u / den, so no
+        # large b = sum x y is ever formed; block k's update is folded into block k+1's read.
+        slots |= {"e": (), "ue": (d,), "g": (d,)}
+        del slots["xy"]
+        steps += [aff("A_inv", bias=identity, bound=B["inv"]), aff("w", bias=np.zeros(d), bound=B["w"])]
         for k in range(n):
             if k:
                 steps += [
                     Aff("A_inv", terms=(("A_inv", 1.0), ("corr", -1.0)), offset=2, bound=B["inv"]),
-                    Aff("b", terms=(("b", 1.0), ("xy", 1.0)) if k > 1 else (("xy", 1.0),), offset=2, bound=B[("b", k)]),
+                    Aff("w", terms=(("w", 1.0), ("g", 1.0)), offset=2, bound=B["w"]),
                 ]
             steps += [
                 mul("u", "A_inv", "x_ex", (d, d, 1), bound=B["u"]),
+                dot("e", "x_ex", "w", d, bound=B["e"]),
+                aff("e", ("y", 1.0), ("e", -1.0), bound=B["e"]),  # y - x.w, in place
                 dot("den", "x_ex", "u", d, bound=B["den"], bias=1.0),
                 mul("outer", "u", "u", (d, 1, d), bound=B["outer"]),
+                mul("ue", "u", "e", (d, 1, 1), bound=B["ue"]),
                 div("corr", "outer", "den", den_min=1.0, bound=B["inv"]),
+                div("g", "ue", "den", den_min=1.0, bound=B["ue"]),
             ]
-        steps += [
-            aff("A_inv", ("A_inv", 1.0), ("corr", -1.0), bound=B["inv"]),
-            aff("b", ("b", 1.0), ("xy", 1.0), bound=B["b"]) if n > 1 else aff("b", ("xy", 1.0), bound=B["b"]),
-            mul("w", "A_inv", "b", (d, d, 1), bound=B["w"]),
-            mov("w", "w", 1, bound=B["w"]),
-        ]
-        slots["b"] = (d,)
+        steps.append(Aff("w", terms=(("w", 1.0), ("g", 1.0)), offset=1, bound=B["w"]))  # w_n to the query
         prediction = dot("yhat", "w", "x", d, bound=B["yhat"])
     steps.append(prediction)
     return Program(slots, {"y": Y, "x": X}, steps, name=f"ridge(d={d}, n={n})")

@@ -68,18 +68,19 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
         steps += [mov("w", "w", 1, bound=B["w"])]  # step 8: w' to the next (query) column, same rows
         prediction = dot("yhat", "w", "x", d, bound=B["wx"])
     else:
+        del slots["wx"]  # w.x goes straight into err's row, then err <- err - y in place
         steps.append(aff("w", bias=w0, bound=B["w"]))
         for k in range(n):
             if k:  # the previous block's update, read from two columns back
                 steps.append(Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=2, bound=B["w"]))
             steps += [
-                dot("wx", "w", "x_ex", d, bound=B["wx"]),
-                aff("err", ("wx", 1.0), ("y", -1.0), bound=B["err"]),
+                dot("err", "w", "x_ex", d, bound=B["err"]),
+                aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),
                 mul("xerr", "x_ex", "err", (d, 1, 1), bound=B["xerr"]),
             ]
-        slots["w_pred"] = (d,)
-        steps.append(Aff("w_pred", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=1, bound=B["w"]))
-        prediction = dot("yhat", "w_pred", "x", d, bound=B["wx"])
+        # the last update, moved to the next column (the query) in the same rows
+        steps.append(Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=1, bound=B["w"]))
+        prediction = dot("yhat", "w", "x", d, bound=B["wx"])
     steps.append(prediction)
     return Program(slots, {"y": Y, "x": X}, steps, name=f"sgd(d={d}, n={n})")
 

@@ -180,8 +180,15 @@ def compile_program(
     for op in mlp_ops:
         if isinstance(op, Mul):
             mech[id(op)], scales[id(op)] = bd.mul_error(dtype, ln_read, slot_bounds[op.a], slot_bounds[op.b], op.shape[1], levels)
-        else:
-            scales[id(op)], mech[id(op)] = bd.best_div_scale(dtype, R2, R1, L, len(layers), slot_bounds[op.num], op.den_min, slot_bounds[op.den])
+    for layer in layers:  # divisions in one layer share their divisor, hence one scale M
+        divs = [op for op in layer.mlp if isinstance(op, Div)]
+        if divs:
+            args = (dtype, R2, R1, L, len(layers))
+            num, den = max(slot_bounds[op.num] for op in divs), divs[0]
+            M, _ = bd.best_div_scale(*args, num, den.den_min, slot_bounds[den.den])
+            for op in divs:
+                scales[id(op)] = M
+                mech[id(op)] = bd.div_error(*args[:1], M, *args[1:], slot_bounds[op.num], op.den_min, slot_bounds[op.den])
 
     # ---- weights ------------------------------------------------------------------------
     T_max = max(max_len - 1, 1)
@@ -244,6 +251,7 @@ class _LayerSpec:
     # hidden unit: (input terms (slot, idx, coef) on h/sigma*scale, output slot, idx, output coef)
     out_bias: list[tuple[str, int, float]] = field(default_factory=list)
     read_scale: float = 1.0  # multiplies normalised units to undo LayerNorm's 1/sigma
+    dividing: bool = False  # the layer's LayerNorm is taken over by division pads
 
     def head(self, shift: int | None, sizes: dict[str, int]) -> _Head:
         if shift not in self.heads:
@@ -312,13 +320,15 @@ def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, s
                 spec.out_bias += [(op.dst, i, op.bias) for i in range(sizes[op.dst])]
         else:
             M = scales[id(op)]
-            spec.read_scale = M * math.sqrt(2 / L)
-            h0 = spec.head(0, sizes)
-            h0.add(op.den, "div+", np.array([[M]]))
-            h0.add(op.den, "div-", np.array([[-M]]))
-            h0.add("one", "pad+", np.array([[-P]]))
-            h0.add("one", "pad-", np.array([[P]]))
-            spec.out_bias += [("pad+", 0, P), ("pad-", 0, -P)]
+            if not spec.dividing:  # the first division of the layer sets up the pads
+                spec.dividing = True
+                spec.read_scale = M * math.sqrt(2 / L)
+                h0 = spec.head(0, sizes)
+                h0.add(op.den, "div+", np.array([[M]]))
+                h0.add(op.den, "div-", np.array([[-M]]))
+                h0.add("one", "pad+", np.array([[-P]]))
+                h0.add("one", "pad-", np.array([[P]]))
+                spec.out_bias += [("pad+", 0, P), ("pad-", 0, -P)]
             for i in range(sizes[op.dst]):  # GeLU(z) - GeLU(-z) = z, exactly
                 spec.hidden.append(([(op.num, i, 1.0)], op.dst, i, 1.0))
                 spec.hidden.append(([(op.num, i, -1.0)], op.dst, i, -1.0))

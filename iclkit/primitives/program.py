@@ -194,8 +194,8 @@ def clashes(group: tuple[Op, ...] | list[Op]) -> list[str]:
                 found.append(f"{b.describe()} writes {b.dst!r}, which {a.describe()} also touches")
     divs = [op for op in group if isinstance(op, Div)]
     mlps = [op for op in group if op.kind == "mlp"]
-    if divs and len(mlps) > 1:
-        found.append("a div needs the layer's MLP to itself (it takes over LayerNorm's scale)")
+    if divs and (len(mlps) > len(divs) or len({op.den for op in divs}) > 1):
+        found.append("a div takes over LayerNorm's scale: its MLP may hold only divisions by the same divisor")
     return found
 
 
@@ -218,25 +218,27 @@ def _place_cleanups(layers: list[Layer]) -> None:
         if divs and i + 1 == len(layers):
             layers.append(Layer())
         if divs:
-            layers[i + 1].cleanups.extend(divs)
+            layers[i + 1].cleanups.append(divs[0])  # one set of pads per divisor
 
 
 def _fused(ops: list[Op]) -> list[Layer]:
     """List scheduling on sublayers: 2L is layer L's attention, 2L+1 its MLP."""
     last_write: dict[str, int] = {}
     last_read: dict[str, int] = {}
-    occupancy: dict[int, list[tuple[set[str], set[str], bool]]] = {}  # sublayer -> (reads, writes, is_div)
+    # sublayer -> (reads, writes, divisor or None); MLP divisions share a sublayer only with
+    # divisions by the same divisor
+    occupancy: dict[int, list[tuple[set[str], set[str], str | None]]] = {}
 
-    def fits(sub: int, reads: set[str], writes: set[str], is_div: bool) -> bool:
+    def fits(sub: int, reads: set[str], writes: set[str], den: str | None) -> bool:
         for r, w, d in occupancy.get(sub, []):
             if writes & (r | w) or w & reads:
                 return False
-            if sub % 2 == 1 and (d or is_div):
+            if sub % 2 == 1 and (d or den) and d != den:
                 return False
         return True
 
-    def occupy(sub: int, reads: set[str], writes: set[str], is_div: bool = False) -> None:
-        occupancy.setdefault(sub, []).append((reads, writes, is_div))
+    def occupy(sub: int, reads: set[str], writes: set[str], den: str | None = None) -> None:
+        occupancy.setdefault(sub, []).append((reads, writes, den))
 
     placed: list[tuple[int, Op]] = []
     for op in ops:
@@ -244,16 +246,17 @@ def _fused(ops: list[Op]) -> list[Layer]:
         earliest_read = max((last_write.get(s, -1) for s in reads), default=-1) + 1
         earliest_write = max(last_write.get(op.dst, -1), last_read.get(op.dst, -1)) + 1
         is_div = isinstance(op, Div)
+        den = op.den if is_div else None
         L = 0
         while True:
             if op.kind == "attn":
                 sub = 2 * L
-                ok = sub >= earliest_read and sub >= earliest_write and fits(sub, reads, {op.dst}, False)
+                ok = sub >= earliest_read and sub >= earliest_write and fits(sub, reads, {op.dst}, None)
             else:
                 sub = 2 * L + 1
-                clear_ok = fits(2 * L, set(), {op.dst}, False) and 2 * L >= earliest_write
-                cleanup_ok = not is_div or fits(2 * L + 2, {op.den}, set(), False)
-                ok = sub >= earliest_read and clear_ok and cleanup_ok and fits(sub, reads, {op.dst}, is_div)
+                clear_ok = fits(2 * L, set(), {op.dst}, None) and 2 * L >= earliest_write
+                cleanup_ok = not is_div or fits(2 * L + 2, {op.den}, set(), None)
+                ok = sub >= earliest_read and clear_ok and cleanup_ok and fits(sub, reads, {op.dst}, den)
             if ok:
                 break
             L += 1
@@ -261,7 +264,7 @@ def _fused(ops: list[Op]) -> list[Layer]:
             occupy(2 * L, reads, {op.dst})
         else:
             occupy(2 * L, set(), {op.dst})
-            occupy(2 * L + 1, reads, {op.dst}, is_div)
+            occupy(2 * L + 1, reads, {op.dst}, den)
             if is_div:
                 occupy(2 * L + 2, {op.den}, set())
                 last_read[op.den] = max(last_read.get(op.den, -1), 2 * L + 2)
