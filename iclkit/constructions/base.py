@@ -181,6 +181,18 @@ class NoBounds(dict):
         return None
 
 
+def step_params(name: str, d: int, n: int, lr: float, lam: float, w0, x_norm, y_bound):
+    """Validate a gradient method's parameters; fill in w0 = 0 and the default domain."""
+    check_sizes(d, n)
+    if not lr > 0 or lam < 0:
+        raise ValueError(f"{name} needs lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
+    w0 = np.zeros(d) if w0 is None else np.asarray(w0, dtype=float)
+    if w0.shape != (d,):
+        raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
+    x_norm = default_x_norm(d) if x_norm is None else x_norm
+    return w0, x_norm, default_y_bound(d) if y_bound is None else y_bound
+
+
 def check_sizes(d: int, n: int) -> None:
     for name, v in (("d", d), ("n", n)):
         if not isinstance(v, (int, np.integer)) or v < 1:

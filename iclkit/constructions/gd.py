@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import Construction, build, check_sizes, default_x_norm, default_y_bound
+from iclkit.constructions.base import Construction, build, step_params
 from iclkit.primitives import Mean, Program, aff, dot, mov, mul
 
 
@@ -41,14 +41,7 @@ def gd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float | 
        y_bound: float | None = None, dtype: str = "float64", mode: str = "fused", levels: int | None = None) -> Construction:
     """A transformer taking one full-batch GD step on its n in-context examples.
     Matches :func:`iclkit.algorithms.gd` with ``steps=1``."""
-    check_sizes(d, n)
-    if not lr > 0 or lam < 0:
-        raise ValueError(f"gd needs lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
-    w0 = np.zeros(d) if w0 is None else np.asarray(w0, dtype=float)
-    if w0.shape != (d,):
-        raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
-    x_norm = default_x_norm(d) if x_norm is None else x_norm
-    y_bound = default_y_bound(d) if y_bound is None else y_bound
+    w0, x_norm, y_bound = step_params("gd", d, n, lr, lam, w0, x_norm, y_bound)
     program = gd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound)
     return build("gd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,
                  y_bound=y_bound, dtype=dtype, mode=mode, levels=levels)

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import (Construction, NoBounds, build, check_sizes, default_x_norm, default_y_bound,
-                                       is_symbolic)
+from iclkit.constructions.base import Construction, NoBounds, build, is_symbolic, step_params
 from iclkit.primitives import Aff, Program, aff, dot, mov, mul
 
 
@@ -93,14 +92,7 @@ def sgd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float |
     (|x| <= x_norm, |y| <= y_bound; defaults cover x, w ~ N(0, I)); ``mode`` is ``fused``
     (fewest layers) or ``faithful`` (the paper's chain, one op per layer).
     """
-    check_sizes(d, n)
-    if not lr > 0 or lam < 0:
-        raise ValueError(f"sgd needs lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
-    w0 = np.zeros(d) if w0 is None else np.asarray(w0, dtype=float)
-    if w0.shape != (d,):
-        raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
-    x_norm = default_x_norm(d) if x_norm is None else x_norm
-    y_bound = default_y_bound(d) if y_bound is None else y_bound
+    w0, x_norm, y_bound = step_params("sgd", d, n, lr, lam, w0, x_norm, y_bound)
     program = sgd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound, mode=mode)
     paper = {"layers": 9, "rows": 3 + 4 * d} if n == 1 else {"layers": None, "rows": 3 + 4 * d}
     return build("sgd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,

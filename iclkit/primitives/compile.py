@@ -26,7 +26,7 @@ import torch
 
 from iclkit.primitives import bounds as bd
 from iclkit.primitives.layout import Layout
-from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op
+from iclkit.primitives.ops import Aff, Div, Mean, Mul
 from iclkit.primitives.program import READABLE_SYSTEM, Layer, Program
 from iclkit.transformer import Transformer, TransformerConfig
 
