@@ -18,7 +18,7 @@ c = constructions.sgd(d, 1, lr=lr, lam=lam, w0=w0, mode="faithful", x_norm=x_nor
 print(f"Theorem 1, faithful: {c.num_layers} layers, residual width {c.width}, bound {c.error_bound:.1e}")
 for layer, state in enumerate(c.trace(X, y, xq)):
     y_col, q_col = 2, 3  # the example's y column and the query column
-    print(f"after layer {layer}: x_ex={state['x_ex'][y_col]}  w.x-y={state['err'][y_col]: .5f}  "
+    print(f"after layer {layer}: x(y col)={state['x'][y_col]}  w.x-y={state['err'][y_col]: .5f}  "
           f"x(w.x-y)={state['xerr'][y_col]}  w(y col)={state['w'][y_col]}  w(query)={state['w'][q_col]}  "
           f"yhat(query)={state['yhat'][q_col]: .6f}")
 exact = xq @ algorithms.sgd(X, y, lr=lr, lam=lam, w0=w0)

@@ -25,12 +25,16 @@ def test_paper_layer_counts_and_fused_beats_them():
         assert C.ridge(d, 1, lam=0.1, mode="faithful").num_layers == 14
         assert C.sgd(d, 1, lr=0.01).num_layers < 9
         assert C.ridge(d, 1, lam=0.1).num_layers < 14
-        assert C.sgd(d, 1, lr=0.01).program_rows == 3 + 4 * d  # the paper's row count, with the fix
+        # rows: faithful = the paper's (3+4d, 3+5d+3d^2), fixes included; fused is narrower
+        assert C.sgd(d, 1, lr=0.01, mode="faithful").program_rows == 3 + 4 * d
+        assert C.ridge(d, 1, lam=0.1, mode="faithful").program_rows == 3 + 5 * d + 3 * d * d
+        assert C.sgd(d, 1, lr=0.01).program_rows == 3 + 3 * d
+        assert C.ridge(d, 1, lam=0.1).program_rows == 4 + 4 * d + 3 * d * d
     # stacked: per example 6 faithful / 2 fused layers (SGD), 9 / 3 (ridge)
     assert C.sgd(2, 5, lr=0.01, mode="faithful").num_layers == 6 * 5 + 3
     assert C.sgd(2, 5, lr=0.01).num_layers == 2 * 5 + 1
     assert C.ridge(2, 5, lam=0.1, mode="faithful").num_layers == 9 * 5 + 4
-    assert C.ridge(2, 5, lam=0.1).num_layers == 3 * 5 + 1
+    assert C.ridge(2, 5, lam=0.1).num_layers == 3 * 5 + 2
 
 
 @pytest.mark.parametrize("name", ["sgd", "gd", "ridge"])

@@ -91,7 +91,7 @@ def test_every_problem_is_listed():
     prog = Program(slots, {"a": 1.0, "c": 1.0}, [
         mul("z", "a", "b", (2, 1, 1)),           # reads b, never written; shapes do not fit
         aff("a", ("c", np.ones((2, 1)))),        # writes over an input
-        mul("z", "z", "a", (2, 1, 1)),           # MLP op in place
+        div("z", "z", "c", den_min=1.0),         # a div in place
         div("one_more", "a", "c", den_min=0.0),  # den_min must be > 0
         aff("ghost", ("a", 1.0)),                # undeclared slot
         Parallel(aff("z", ("a", 1.0)), mov("one_more", "z", 1)),  # clash
@@ -102,6 +102,25 @@ def test_every_problem_is_listed():
     for expected in ("nothing has written", "must hold a", "writes over input slot 'a'", "own input",
                      "den_min must be > 0", "'ghost' is not declared", "also touches", "too little room"):
         assert expected in reasons, expected
+
+
+def test_in_place_mul_and_accumulating_mov():
+    """mul may overwrite its own input (the MLP subtracts the old value); an accumulating mov
+    adds into an input's empty rows, as the paper's mov of x_1 does."""
+    slots = {"x": (2,), "y": (), "w": (2,)}
+    prog = Program(slots, {"x": 1.0, "y": 1.0}, [
+        mov("x", "x", 1, accumulate=True, bound=1.0), mul("w", "x", "y", (2, 1, 1)), mul("w", "w", "y", (2, 1, 1))])
+    compiled = compile_program(prog, max_len=T)
+    rng = np.random.default_rng(3)
+    x = np.zeros((8, T, 2))
+    x[:, 1::2] = rng.uniform(-1, 1, (8, len(range(1, T, 2)), 2))  # x only at odd columns
+    vals = {"x": x, "y": rng.uniform(-1, 1, (8, T))}
+    out, ref = compiled.run(vals), compiled.interpret(vals)
+    np.testing.assert_array_equal(ref["x"][:, 2::2], x[:, 1:-1:2])  # copied into the next column
+    np.testing.assert_array_equal(ref["x"][:, 1::2], x[:, 1::2])  # and left where it was
+    np.testing.assert_allclose(ref["w"], ref["x"] * vals["y"][..., None] ** 2)
+    assert np.abs(out["w"] - ref["w"]).max() <= compiled.error_bounds["w"]
+    assert compiled.num_layers == 2  # fused: the mov and the first mul share a layer
 
 
 def test_runtime_input_errors():

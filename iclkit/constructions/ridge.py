@@ -5,13 +5,15 @@ with ``b = sum x_i y_i`` and ``w = A^-1 b``: after n examples, exactly ridge reg
 for SGD, every column runs the same block reading the previous y column (two back); BOS
 (x = 0) is a fixed point of the update, so it keeps I/λ and b = 0 without any correction.
 
-The paper's chain has ``mul(...,(d,1,1),...)`` for the final w'.x_2, which must be (1,d,1);
-it multiplies by y_1 in place, which an MLP cannot do exactly, so w gets fresh rows.
+The paper's chain has ``mul(...,(d,1,1),...)`` for the final w'.x_2, which must be (1,d,1).
+As for SGD, x_1 is *added* into the y column's empty x rows, so the query keeps its x. The
+faithful rows are the paper's 3+5d+3d^2 (y_hat in its own row).
 
 Certified domain: |x| <= X, |y| <= Y. Then ``0 < A^-1 <= I/λ`` gives every slot's bound:
 |A^-1|, |corr| <= 1/λ; |u| <= X/λ; 1 <= den <= 1 + X^2/λ; |outer| <= X^2/λ^2; |b| <= nXY; and
 ridge's ``|w| <= |y| / (2 sqrt λ) <= sqrt(n) Y / (2 sqrt λ)`` for every prefix, so
-|x.w| <= X |w|, |y - x.w| <= Y + X |w| and |u (y - x.w)| <= X/λ (Y + X |w|).
+|x.w| <= X |w| and |y - x.w| <= Y + X |w|; the gain ``A_k^-1 x = u / den`` has norm at most
+``sqrt(s/λ) / (1 + s) <= 1 / (2 sqrt λ)`` with s = x^T A_{k-1}^-1 x.
 """
 
 from __future__ import annotations
@@ -35,40 +37,39 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
         B |= {("b", k): k * X * Y for k in range(1, n + 1)}
         B["yhat"] = B["w"] * X
         B["e"] = Y + B["yhat"]
-        B["ue"] = B["u"] * B["e"]
-    slots = {"y": (), "x": (d,), "x_ex": (d,), "xy": (d,), "A_inv": (d, d), "u": (d,), "outer": (d, d),
-             "den": (), "corr": (d, d), "w": (d,), "yhat": ()}
-    steps: list = [mov("x_ex", "x", 1)]
+        B["gain"] = 1 / (2 * np.sqrt(lam))  # |A_k^-1 x| = |Bx|/(1 + x'Bx) <= sqrt(s/lam)/(1+s), s = x'Bx
+        B["g"] = B["gain"] * B["e"]
+    slots = {"y": (), "x": (d,), "A_inv": (d, d), "u": (d,), "outer": (d, d), "den": (), "corr": (d, d),
+             "w": (d,), "yhat": ()}
+    steps: list = [mov("x", "x", 1, accumulate=True, bound=X)]  # x_1 into the y column's empty x rows
     if mode == "faithful":
-        slots |= {"v": (d,), "Ax": (d,)} | ({"b": (d,), "b_prev": (d,)} if n > 1 else {})
+        slots |= {"xy": (d,), "v": (d,)} | ({"b": (d,), "b_prev": (d,)} if n > 1 else {})
         block = [
-            mul("u", "A_inv", "x_ex", (d, d, 1), bound=B["u"]),  # A^-1 u
-            mul("v", "x_ex", "A_inv", (1, d, d), bound=B["u"]),  # v^T A^-1
+            mul("u", "A_inv", "x", (d, d, 1), bound=B["u"]),  # A^-1 u
+            mul("v", "x", "A_inv", (1, d, d), bound=B["u"]),  # v^T A^-1
             mul("outer", "u", "v", (d, 1, d), bound=B["outer"]),  # A^-1 u v^T A^-1
-            mul("den", "v", "x_ex", (1, d, 1), bound=B["s"]),  # v^T A^-1 u
+            mul("den", "v", "x", (1, d, 1), bound=B["s"]),  # v^T A^-1 u
             aff("den", ("den", 1.0), bias=1.0, bound=B["den"]),  # 1 + v^T A^-1 u, in place
             div("corr", "outer", "den", den_min=1.0, bound=B["inv"]),
             aff("A_inv", ("A_inv", 1.0), ("corr", -1.0), bound=B["inv"]),
         ]
-        steps += [mul("xy", "x_ex", "y", (d, 1, 1), bound=B["xy"]), aff("A_inv", bias=identity, bound=B["inv"]), *block]
+        steps += [mul("xy", "x", "y", (d, 1, 1), bound=B["xy"]), aff("A_inv", bias=identity, bound=B["inv"]), *block]
         for k in range(1, n):
             steps += [
                 Parallel(mov("A_inv", "A_inv", 2, bound=B["inv"]), mov("b_prev", "xy" if k == 1 else "b", 2, bound=B[("b", k)])),
                 aff("b", ("b_prev", 1.0), ("xy", 1.0), bound=B[("b", k + 1)]),
                 *block,
             ]
-        if n == 1:  # the paper's steps 11-12: A_1^-1 x_1, then times y_1
-            steps += [mul("Ax", "A_inv", "x_ex", (d, d, 1), bound=B["u"]), mul("w", "Ax", "y", (d, 1, 1), bound=B["w"])]
+        if n == 1:  # the paper's steps 11-12: A_1^-1 x_1, then times y_1 in the same rows
+            steps += [mul("w", "A_inv", "x", (d, d, 1), bound=B["u"]), mul("w", "w", "y", (d, 1, 1), bound=B["w"])]
         else:
             steps.append(mul("w", "A_inv", "b", (d, d, 1), bound=B["w"]))
         steps.append(mov("w", "w", 1, bound=B["w"]))  # step 13: w' to the query column, same rows
-        prediction = dot("yhat", "w", "x", d, bound=B["yhat"])
     else:
         # Fused, in recursive-least-squares form: A^-1 is symmetric, so v = u; w is carried
-        # directly, w_k = w_{k-1} + (A_k^-1 x)(y - x.w_{k-1}) with A_k^-1 x = u / den, so no
-        # large b = sum x y is ever formed; block k's update is folded into block k+1's read.
-        slots |= {"e": (), "ue": (d,), "g": (d,)}
-        del slots["xy"]
+        # directly, w_k = w_{k-1} + g with g = (u / den)(y - x.w_{k-1}) = A_k^-1 x (y - x.w_{k-1}),
+        # so no large b = sum x y is formed; block k's update is folded into block k+1's read.
+        slots |= {"e": (), "g": (d,)}
         steps += [aff("A_inv", bias=identity, bound=B["inv"]), aff("w", bias=np.zeros(d), bound=B["w"])]
         for k in range(n):
             if k:
@@ -77,17 +78,17 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
                     Aff("w", terms=(("w", 1.0), ("g", 1.0)), offset=2, bound=B["w"]),
                 ]
             steps += [
-                mul("u", "A_inv", "x_ex", (d, d, 1), bound=B["u"]),
-                dot("e", "x_ex", "w", d, bound=B["e"]),
+                mul("u", "A_inv", "x", (d, d, 1), bound=B["u"]),
+                dot("e", "x", "w", d, bound=B["e"]),
                 aff("e", ("y", 1.0), ("e", -1.0), bound=B["e"]),  # y - x.w, in place
-                dot("den", "x_ex", "u", d, bound=B["den"], bias=1.0),
+                dot("den", "x", "u", d, bound=B["den"], bias=1.0),
                 mul("outer", "u", "u", (d, 1, d), bound=B["outer"]),
-                mul("ue", "u", "e", (d, 1, 1), bound=B["ue"]),
                 div("corr", "outer", "den", den_min=1.0, bound=B["inv"]),
-                div("g", "ue", "den", den_min=1.0, bound=B["ue"]),
+                div("g", "u", "den", den_min=1.0, bound=B["gain"]),  # A_k^-1 x
+                mul("g", "g", "e", (d, 1, 1), bound=B["g"]),  # times (y - x.w), in place
             ]
         steps.append(Aff("w", terms=(("w", 1.0), ("g", 1.0)), offset=1, bound=B["w"]))  # w_n to the query
-        prediction = dot("yhat", "w", "x", d, bound=B["yhat"])
+    prediction = dot("yhat", "w", "x", d, bound=B["yhat"])
     steps.append(prediction)
     return Program(slots, {"y": Y, "x": X}, steps, name=f"ridge(d={d}, n={n})")
 

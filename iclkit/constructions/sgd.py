@@ -8,8 +8,10 @@ ever: its x and y are zero, so its update is only the λ-shrink ``w0 (1 - 2 lr �
 BOS-indexed constant ``+2 lr λ w0`` cancels it exactly (linear, no gating product needed).
 
 Fixes to the paper's chain (paper-notes §3): the λ term is ``+λ w`` inside the gradient; mov
-copies from column t-1 into column t; x_1 is moved into fresh rows ``x_ex`` so the query's x
-is not wiped.
+copies from column t-1 into column t, and *adds* x_1 into the y column's empty x rows, so
+the query's x (whose predecessor's x rows are empty) is not wiped. Rows: y, x, w.x - y
+(w.x is written there first), x(w.x - y), w, gradient, y_hat: the paper's 3+4d, with y_hat
+in its own row instead of a dead gradient row and w.x sharing the error's row.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
         B = {"w": W, "wx": W * X, "err": W * X + Y, "xerr": X * (W * X + Y), "grad": X * (W * X + Y) + lam * W}
     shrink = 1 - 2 * lr * lam
     bos_fix = (2 * lr * lam * w0).reshape(d, 1)  # keeps BOS's w at w0
-    slots = {"y": (), "x": (d,), "x_ex": (d,), "w": (d,), "wx": (), "err": (), "xerr": (d,), "yhat": ()}
-    steps: list = [mov("x_ex", "x", 1)]
+    slots = {"y": (), "x": (d,), "err": (), "xerr": (d,), "w": (d,), "yhat": ()}
+    # step 1: x_1 into the y column's empty x rows; adding leaves every other column as it was
+    steps: list = [mov("x", "x", 1, accumulate=True, bound=X)]
     if mode == "faithful":
         slots["grad"] = (d,)
         update = [
@@ -50,36 +53,34 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
             aff("w", ("w", 1.0), ("grad", -2 * lr), ("bos", bos_fix), bound=B["w"]),
         ]
         steps += [
-            aff("wx", ("x_ex", w0.reshape(1, d)), bound=B["wx"]),  # step 2: w is a layer parameter
-            aff("err", ("wx", 1.0), ("y", -1.0), bound=B["err"]),
-            mul("xerr", "x_ex", "err", (d, 1, 1), bound=B["xerr"]),
+            aff("err", ("x", w0.reshape(1, d)), bound=B["err"]),  # step 2: w.x (w is a layer parameter)
+            aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),  # step 3: w.x - y, in the same row
+            mul("xerr", "x", "err", (d, 1, 1), bound=B["xerr"]),
             aff("w", bias=w0, bound=B["w"]),  # step 5: write w
             *update,
         ]
         for _ in range(n - 1):
             steps += [
                 mov("w", "w", 2, bound=B["w"]),  # w_{k-1} from the previous y column
-                dot("wx", "w", "x_ex", d, bound=B["wx"]),
-                aff("err", ("wx", 1.0), ("y", -1.0), bound=B["err"]),
-                mul("xerr", "x_ex", "err", (d, 1, 1), bound=B["xerr"]),
+                dot("err", "w", "x", d, bound=B["err"]),
+                aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),
+                mul("xerr", "x", "err", (d, 1, 1), bound=B["xerr"]),
                 *update,
             ]
         steps += [mov("w", "w", 1, bound=B["w"])]  # step 8: w' to the next (query) column, same rows
-        prediction = dot("yhat", "w", "x", d, bound=B["wx"])
     else:
-        del slots["wx"]  # w.x goes straight into err's row, then err <- err - y in place
         steps.append(aff("w", bias=w0, bound=B["w"]))
         for k in range(n):
             if k:  # the previous block's update, read from two columns back
                 steps.append(Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=2, bound=B["w"]))
             steps += [
-                dot("err", "w", "x_ex", d, bound=B["err"]),
+                dot("err", "w", "x", d, bound=B["err"]),
                 aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),
-                mul("xerr", "x_ex", "err", (d, 1, 1), bound=B["xerr"]),
+                mul("xerr", "x", "err", (d, 1, 1), bound=B["xerr"]),
             ]
         # the last update, moved to the next column (the query) in the same rows
         steps.append(Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=1, bound=B["w"]))
-        prediction = dot("yhat", "w", "x", d, bound=B["wx"])
+    prediction = dot("yhat", "w", "x", d, bound=B["wx"])
     steps.append(prediction)
     return Program(slots, {"y": Y, "x": X}, steps, name=f"sgd(d={d}, n={n})")
 

@@ -92,6 +92,12 @@ def layer_norm_read(dtype: str, pad: float, R2: float, R1: float, L: int, layers
     return LayerNormRead(scale_error=R2 / (4 * pad**2) + (L / 2 + 4) * u, abs_error=drift)
 
 
+def linear_read_error(dtype: str, ln: LayerNormRead, bound: float) -> float:
+    """Error of passing a unit |h| <= bound through LayerNorm and a GeLU pair (an exact identity):
+    LayerNorm's scale and drift, and 32u |h| of rounding as in :func:`div_error`."""
+    return ln.scale_error * bound + ln.abs_error + 32 * roundoff(dtype) * bound
+
+
 def product_error(dtype: str, A: float, B: float, S, levels: int):
     """Bound on |GeLU-polarisation product - a'b'| for |a'| <= A, |b'| <= B (truncation +
     rounding); ``S`` may be an array of candidate scales."""
@@ -116,11 +122,19 @@ def best_product_scale(dtype: str, A: float, B: float, levels: int) -> tuple[flo
     return float(S[i]), float(errs[i])
 
 
+def balance(A: float, B: float) -> float:
+    """The factor kappa that feeds the product (kappa a)(b / kappa): both operands then share
+    the bound sqrt(AB), which minimises (A' + B')^2, the size of every error term."""
+    return math.sqrt(B / A) if A > 0 and B > 0 else 1.0
+
+
 def mul_error(dtype: str, ln: LayerNormRead, A: float, B: float, q: int, levels: int) -> tuple[float, float]:
-    """Mechanism error of one mul output entry (q products) and the chosen product scale."""
+    """Mechanism error of one mul output entry (q products) and the chosen product scale,
+    for operands balanced by :func:`balance`."""
     A1 = A * (1 + 8 * roundoff(dtype)) + ln.abs_error
     B1 = B * (1 + 8 * roundoff(dtype)) + ln.abs_error
-    S, perr = best_product_scale(dtype, A1, B1, levels)
+    kappa = balance(A, B)
+    S, perr = best_product_scale(dtype, A1 * kappa, B1 / kappa, levels)
     return q * (ln.perturb(A, B) + perr), S
 
 

@@ -47,10 +47,11 @@ class Compiled:
     layout: Layout
     schedule: list[Layer]
     input_order: list[str]
-    slot_bounds: dict[str, float]
+    slot_bounds: dict[str, float]  # max |entry| of each slot anywhere in the program
     error_bounds: dict[str, float]  # certified max |entry error| of each slot at the end
     constants: dict[str, float] = field(default_factory=dict)
     output: str | None = None
+    write_bounds: dict[int, float] = field(default_factory=dict)  # id(op) -> bound on what it writes
 
     @property
     def t_max(self) -> int:
@@ -122,8 +123,9 @@ class Compiled:
         for op, value in log:
             problems = []
             worst = float(np.abs(value).max(initial=0))
-            if worst > self.slot_bounds[op.dst] * (1 + 1e-12):
-                problems.append(f"slot {op.dst!r} reaches {worst:.4g} > its bound {self.slot_bounds[op.dst]:.4g}")
+            bound = self.write_bounds[id(op)]
+            if worst > bound * (1 + 1e-12):
+                problems.append(f"slot {op.dst!r} reaches {worst:.4g} > its bound {bound:.4g}")
             if isinstance(op, Div) and np.abs(latest[op.den]).min() < op.den_min:
                 problems.append(f"divisor {op.den!r} reaches {np.abs(latest[op.den]).min():.4g} < den_min {op.den_min:.4g}")
             for msg in problems:
@@ -154,7 +156,7 @@ def compile_program(
         raise ValueError(f"output must be a scalar slot of the program, got {output!r}")
     layout = program.layout()
     layers = program.schedule(mode)
-    slot_bounds = program.bounds()
+    slot_bounds, read_bounds = program.bounds()
     sizes = program.sizes()
     L = layout.width
     R1 = sum(sizes[n] * slot_bounds[n] for n in program.slots) + 4.0  # + one, pos, pos2, bos
@@ -165,9 +167,13 @@ def compile_program(
     muls = [op for op in mlp_ops if isinstance(op, Mul)]
 
     # One LayerNorm pad P serves every mul: minimise the worst error relative to output scale.
-    signatures = {(slot_bounds[m.a], slot_bounds[m.b], m.shape[1], max(slot_bounds[m.dst], 1e-300)) for m in muls}
+    def operands(m: Mul) -> tuple[float, float]:  # bounds of a mul's factors as it reads them
+        return read_bounds[id(m)][m.a], read_bounds[id(m)][m.b]
 
-    product_only = {sig: bd.best_product_scale(dtype, sig[0], sig[1], levels)[1] for sig in signatures}
+    signatures = {(*operands(m), m.shape[1], max(slot_bounds[m.dst], 1e-300)) for m in muls}
+
+    product_only = {sig: bd.best_product_scale(dtype, math.sqrt(sig[0] * sig[1]), math.sqrt(sig[0] * sig[1]), levels)[1]
+                    for sig in signatures}
 
     def worst_relative(P: float) -> float:  # for choosing P; the final bounds are recomputed below
         ln = bd.layer_norm_read(dtype, P, R2, R1, L, len(layers))
@@ -179,21 +185,25 @@ def compile_program(
     mech: dict[int, float] = {}
     for op in mlp_ops:
         if isinstance(op, Mul):
-            mech[id(op)], scales[id(op)] = bd.mul_error(dtype, ln_read, slot_bounds[op.a], slot_bounds[op.b], op.shape[1], levels)
+            mech[id(op)], scales[id(op)] = bd.mul_error(dtype, ln_read, *operands(op), op.shape[1], levels)
+            if op.dst in op.reads():  # reading the old value back through LayerNorm to subtract it
+                mech[id(op)] += bd.linear_read_error(dtype, ln_read, read_bounds[id(op)][op.dst])
     for layer in layers:  # divisions in one layer share their divisor, hence one scale M
         divs = [op for op in layer.mlp if isinstance(op, Div)]
         if divs:
             args = (dtype, R2, R1, L, len(layers))
-            num, den = max(slot_bounds[op.num] for op in divs), divs[0]
-            M, _ = bd.best_div_scale(*args, num, den.den_min, slot_bounds[den.den])
+            num, den = max(read_bounds[id(op)][op.num] for op in divs), divs[0]
+            M, _ = bd.best_div_scale(*args, num, den.den_min, read_bounds[id(den)][den.den])
             for op in divs:
                 scales[id(op)] = M
-                mech[id(op)] = bd.div_error(*args[:1], M, *args[1:], slot_bounds[op.num], op.den_min, slot_bounds[op.den])
+                mech[id(op)] = bd.div_error(*args[:1], M, *args[1:], read_bounds[id(op)][op.num], op.den_min,
+                                            read_bounds[id(op)][op.den])
 
     # ---- weights ------------------------------------------------------------------------
     T_max = max(max_len - 1, 1)
     G = bd.attention_gap(dtype)
-    layer_specs = [_layer_spec(layer, layout, sizes, P, scales, levels) for layer in layers]
+    balances = {id(op): bd.balance(*operands(op)) for op in muls}
+    layer_specs = [_layer_spec(layer, layout, sizes, P, scales, balances, levels) for layer in layers]
     heads = max((len(s.heads) for s in layer_specs), default=1) or 1
     value_dim = max((h.value_dim for s in layer_specs for h in s.heads.values()), default=1) or 1
     mlp_width = max((len(s.hidden) for s in layer_specs), default=1) or 1
@@ -216,11 +226,13 @@ def compile_program(
         if output is not None:
             model.readout[layout.rows(output)] = 1.0
 
-    errors = _propagate_errors(program, layers, slot_bounds, sizes, mech, dtype, max_len)
+    errors = _propagate_errors(program, layers, read_bounds, sizes, mech, dtype, max_len)
     constants = {"ln_pad": P, "attention_gap": G, "levels": levels}
     for op in mlp_ops:
         constants[f"{op.describe()}: {'product scale' if isinstance(op, Mul) else 'division scale'}"] = scales[id(op)]
-    return Compiled(program, model, layout, layers, list(program.inputs), slot_bounds, errors, constants, output)
+    write_bounds = {id(op): op.out_bound(read_bounds[id(op)], sizes) for op in program.ops}
+    return Compiled(program, model, layout, layers, list(program.inputs), slot_bounds, errors, constants, output,
+                    write_bounds)
 
 
 # ---- per-layer weight specs ---------------------------------------------------------------
@@ -293,7 +305,8 @@ class _LayerSpec:
             _balance(W, layout)
 
 
-def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, scales: dict, levels: int) -> _LayerSpec:
+def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, scales: dict, balances: dict,
+                levels: int) -> _LayerSpec:
     spec = _LayerSpec()
     eye = lambda n: np.eye(n)  # noqa: E731
     for op in layer.attn:
@@ -305,17 +318,23 @@ def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, s
             b = op.bias_vector(sizes[op.dst])
             if b is not None:
                 spec.head(0, sizes).add("one", op.dst, b.reshape(-1, 1))
-        spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # overwrite: minus the old value
+        if not getattr(op, "accumulate", False):
+            spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # overwrite: minus the old value
     for div in layer.cleanups:
         M = scales[id(div)]
         spec.head(0, sizes).add(div.den, "div+", np.array([[-M]]))
         spec.head(0, sizes).add(div.den, "div-", np.array([[M]]))
     L = layout.width
     for op in layer.mlp:
-        spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # clear the target first
+        if op.dst in op.reads():  # in place: the MLP subtracts the old value, GeLU(z) - GeLU(-z) = z
+            for i in range(sizes[op.dst]):
+                spec.hidden.append(([(op.dst, i, 1.0)], op.dst, i, -1.0))
+                spec.hidden.append(([(op.dst, i, -1.0)], op.dst, i, 1.0))
+        else:
+            spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # clear the target first
         if isinstance(op, Mul):
             spec.read_scale = P * math.sqrt(2 / L)
-            _product_units(spec, op, scales[id(op)], levels)
+            _product_units(spec, op, scales[id(op)], balances[id(op)], levels)
             if op.bias:
                 spec.out_bias += [(op.dst, i, op.bias) for i in range(sizes[op.dst])]
         else:
@@ -335,8 +354,8 @@ def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, s
     return spec
 
 
-def _product_units(spec: _LayerSpec, op: Mul, S: float, levels: int) -> None:
-    """ab = S^2/4 (sq((a+b)/S) - sq((a-b)/S)), Richardson-combined over scales S 2^m."""
+def _product_units(spec: _LayerSpec, op: Mul, S: float, kappa: float, levels: int) -> None:
+    """ab = S^2/4 (sq((ka+b/k)/S) - sq((ka-b/k)/S)), Richardson-combined over scales S 2^m."""
     p, q, r = op.shape
     factors, weights = bd.richardson_weights(levels)
     for i in range(p):
@@ -348,7 +367,7 @@ def _product_units(spec: _LayerSpec, op: Mul, S: float, levels: int) -> None:
                     c_out = w * Sm**2 / 4 * SQRT_HALF_PI
                     for sign_b, sign_out in ((1.0, 1.0), (-1.0, -1.0)):
                         for sign in (1.0, -1.0):
-                            terms = [(op.a, a_idx, sign / Sm), (op.b, b_idx, sign * sign_b / Sm)]
+                            terms = [(op.a, a_idx, sign * kappa / Sm), (op.b, b_idx, sign * sign_b / (kappa * Sm))]
                             spec.hidden.append((terms, op.dst, out_idx, sign_out * c_out))
 
 
@@ -382,18 +401,21 @@ def _balance(W: torch.Tensor, layout: Layout) -> None:
 
 
 def _propagate_errors(
-    program: Program, layers: list[Layer], slot_bounds: dict, sizes: dict, mech: dict, dtype: str, T: int
+    program: Program, layers: list[Layer], read_bounds: dict, sizes: dict, mech: dict, dtype: str, T: int
 ) -> dict[str, float]:
-    """Forward error analysis through the schedule: exact-input error + each op's own error."""
+    """Forward error analysis through the schedule: exact-input error + each op's own error,
+    with every op's Lipschitz constants taken from the bounds of the slots as it reads them."""
     u = bd.roundoff(dtype)  # inputs are rounded to the model's dtype on the way in
     errors = {n: u * program.inputs.get(n, 0.0) for n in program.slots} | {n: 0.0 for n in READABLE_SYSTEM}
     for layer in layers:
         before = dict(errors)
         for op in layer.attn:
-            mass = op.input_mass(slot_bounds, sizes) if isinstance(op, Aff) else slot_bounds[op.src]
-            own = bd.attention_error(dtype, T, mass + slot_bounds[op.dst], slot_bounds[op.dst])
-            errors[op.dst] = op.propagated_error(slot_bounds, before, sizes) + own
+            b = read_bounds[id(op)]
+            mass = op.input_mass(b, sizes) if isinstance(op, Aff) else b[op.src]
+            out = op.out_bound(b, sizes)
+            own = bd.attention_error(dtype, T, mass + b[op.dst], out)
+            errors[op.dst] = op.propagated_error(b, before, sizes) + own
         mid = dict(errors)
         for op in layer.mlp:
-            errors[op.dst] = op.propagated_error(slot_bounds, mid, sizes) + mech[id(op)]
+            errors[op.dst] = op.propagated_error(read_bounds[id(op)], mid, sizes) + mech[id(op)]
     return errors

@@ -88,11 +88,12 @@ class Aff(Op):
     bias: object = None
     offset: int = 0
     bound: float | None = None  # asserted bound on |dst| entries (overrides propagation)
+    accumulate: bool = False  # dst <- dst + ...: adds instead of overwriting
 
     name = "aff"
 
     def reads(self) -> tuple[str, ...]:
-        return tuple(term[0] for term in self.terms)
+        return tuple(term[0] for term in self.terms) + ((self.dst,) if self.accumulate else ())
 
     def term_offsets(self) -> list[int]:
         return [term[2] if len(term) > 2 else self.offset for term in self.terms]
@@ -133,7 +134,8 @@ class Aff(Op):
         for (src, W), offset in zip(self.matrices(sizes), self.term_offsets()):
             out = out + shifted(values[src], offset) @ W.T
         b = self.bias_vector(sizes[self.dst])
-        return out if b is None else out + b
+        out = out if b is None else out + b
+        return out + values[self.dst] if self.accumulate else out
 
     def _symbolic(self, values: Values) -> bool:
         return any(v.dtype == object for v in values.values()) or any(_is_symbolic(t[1]) for t in self.terms) or (
@@ -144,13 +146,15 @@ class Aff(Op):
         """Bound on |entry| of the result from the terms' bounds alone (no assertion)."""
         total = sum(float(np.abs(W).sum(axis=1).max()) * bounds[src] for src, W in self.matrices(sizes))
         b = self.bias_vector(sizes[self.dst])
-        return total + (0.0 if b is None else float(np.abs(b).max()))
+        total += 0.0 if b is None else float(np.abs(b).max())
+        return total + bounds[self.dst] if self.accumulate else total
 
     def out_bound(self, bounds, sizes) -> float:
         return self.bound if self.bound is not None else self.input_mass(bounds, sizes)
 
     def propagated_error(self, bounds, errors, sizes) -> float:
-        return sum(float(np.abs(W).sum(axis=1).max()) * errors[src] for src, W in self.matrices(sizes))
+        total = sum(float(np.abs(W).sum(axis=1).max()) * errors[src] for src, W in self.matrices(sizes))
+        return total + errors[self.dst] if self.accumulate else total
 
     def describe(self) -> str:
         parts = []
@@ -159,7 +163,7 @@ class Aff(Op):
             parts.append(f"{coef}{src}" + (f"[t-{offset}]" if offset else ""))
         if self.bias is not None:
             parts.append("b")
-        return f"{self.name}({self.dst} <- {' + '.join(parts)})"
+        return f"{self.name}({self.dst} {'+=' if self.accumulate else '<-'} {' + '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -169,9 +173,12 @@ class Mov(Aff):
     name = "mov"
 
 
-def mov(dst: str, src: str, offset: int = 1, bound: float | None = None) -> Mov:
-    """Copy slot ``src`` of column t-offset into slot ``dst`` of column t, in every column."""
-    return Mov(dst, terms=((src, 1.0),), offset=offset, bound=bound)
+def mov(dst: str, src: str, offset: int = 1, bound: float | None = None, accumulate: bool = False) -> Mov:
+    """Copy slot ``src`` of column t-offset into slot ``dst`` of column t, in every column.
+
+    ``accumulate=True`` adds instead (dst += src[t-offset]): the paper's mov of x_1 into the
+    y column's empty x rows, which leaves every column whose predecessor's rows are 0 as it was."""
+    return Mov(dst, terms=((src, 1.0),), offset=offset, bound=bound, accumulate=accumulate)
 
 
 def aff(dst: str, *terms: tuple[str, object], bias=None, bound: float | None = None) -> Aff:

@@ -106,10 +106,10 @@ class Program:
                 for s in op.reads():
                     if s not in written:
                         found.append(Problem(i, desc, f"reads slot {s!r}, which nothing has written"))
-                if op.dst in self.inputs or op.dst in READABLE_SYSTEM:
-                    found.append(Problem(i, desc, f"writes over input slot {op.dst!r}"))
-                if op.kind == "mlp" and op.dst in op.reads():
-                    found.append(Problem(i, desc, f"an MLP op cannot write over its own input {op.dst!r}; use a fresh slot"))
+                if op.dst in READABLE_SYSTEM or (op.dst in self.inputs and not getattr(op, "accumulate", False)):
+                    found.append(Problem(i, desc, f"writes over input slot {op.dst!r} (only an accumulating mov may add to it)"))
+                if isinstance(op, Div) and op.dst in op.reads():
+                    found.append(Problem(i, desc, f"a div cannot write over its own input {op.dst!r}; use a fresh slot"))
             if isinstance(step, Parallel):
                 found.extend(Problem(i, "parallel", r) for r in clashes(group))
             for op in group:
@@ -163,16 +163,22 @@ class Program:
         return (out, log) if trace else out
 
     # ---- bounds --------------------------------------------------------------------------
-    def bounds(self) -> dict[str, float]:
-        """Max |entry| every slot can hold anywhere in the program, from the input bounds."""
+    def bounds(self) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+        """Bounds on |entry| from the input bounds: every slot's max anywhere in the program,
+        and, per op (keyed by ``id(op)``), the bounds of the slots as that op reads them."""
         sizes = self.sizes()
-        b = {n: 0.0 for n in self.slots} | dict(READABLE_SYSTEM) | {n: float(v) for n, v in self.inputs.items()}
+        current = {n: 0.0 for n in self.slots} | dict(READABLE_SYSTEM) | {n: float(v) for n, v in self.inputs.items()}
+        overall = dict(current)
+        before: dict[int, dict[str, float]] = {}
         for step in self.steps:
             group = step.ops if isinstance(step, Parallel) else (step,)
-            new = [(op.dst, op.out_bound(b, sizes)) for op in group]
+            for op in group:
+                before[id(op)] = dict(current)
+            new = [(op.dst, op.out_bound(current, sizes)) for op in group]
             for dst, value in new:
-                b[dst] = max(b[dst], value)
-        return b
+                current[dst] = value
+                overall[dst] = max(overall[dst], value)
+        return overall, before
 
     # ---- scheduling ----------------------------------------------------------------------
     def schedule(self, mode: str = "fused") -> list[Layer]:
@@ -254,7 +260,8 @@ def _fused(ops: list[Op]) -> list[Layer]:
                 ok = sub >= earliest_read and sub >= earliest_write and fits(sub, reads, {op.dst}, None)
             else:
                 sub = 2 * L + 1
-                clear_ok = fits(2 * L, set(), {op.dst}, None) and 2 * L >= earliest_write
+                in_place = op.dst in reads
+                clear_ok = in_place or (fits(2 * L, set(), {op.dst}, None) and 2 * L >= earliest_write)
                 cleanup_ok = not is_div or fits(2 * L + 2, {op.den}, set(), None)
                 ok = sub >= earliest_read and clear_ok and cleanup_ok and fits(sub, reads, {op.dst}, den)
             if ok:
@@ -263,7 +270,8 @@ def _fused(ops: list[Op]) -> list[Layer]:
         if op.kind == "attn":
             occupy(2 * L, reads, {op.dst})
         else:
-            occupy(2 * L, set(), {op.dst})
+            if op.dst not in reads:  # the target is cleared by the layer's attention
+                occupy(2 * L, set(), {op.dst})
             occupy(2 * L + 1, reads, {op.dst}, den)
             if is_div:
                 occupy(2 * L + 2, {op.den}, set())
