@@ -47,6 +47,16 @@ def test_stacked_meets_the_accuracy_target(name):
     assert (np.abs(c.predict(X, y, xq) - exact) / (1 + np.abs(exact))).max() <= 1e-8
 
 
+@pytest.mark.parametrize("mode", ["faithful", "fused"])
+def test_stacked_sgd_has_a_finite_certificate(mode):
+    """The contraction certificate (rho <= 1 on the domain) is finite where the generic
+    per-op analysis is vacuous, and the measured error is under it."""
+    c = C.sgd(4, 12, lr=0.01, lam=0.1, mode=mode)
+    assert c.contraction_bound is not None and c.error_bound < 1e-3 < c.compiled.error_bounds["yhat"]
+    X, y, xq = sample_problems(4, 12, 16, seed=11)
+    assert np.abs(c.predict(X, y, xq) - closed_form(c, X, y, xq)).max() <= c.error_bound
+
+
 def test_every_x_column_predicts_with_its_prefix():
     d, n = 3, 4
     c = C.sgd(d, n, lr=0.05, lam=0.1, w0=np.array([0.3, -0.2, 0.1]))

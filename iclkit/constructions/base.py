@@ -58,6 +58,7 @@ class Construction:
     y_bound: float
     mode: str
     paper: dict = field(default_factory=dict)  # the paper's counts, where it states them
+    contraction_bound: float | None = None  # a construction-specific certificate, where one exists
 
     # ---- what it is --------------------------------------------------------------------------
     @property
@@ -84,8 +85,10 @@ class Construction:
 
     @property
     def error_bound(self) -> float:
-        """Certified bound on |transformer y_hat - exact y_hat| over the whole input domain."""
-        return self.compiled.error_bounds["yhat"]
+        """Certified bound on |transformer y_hat - exact y_hat| over the whole input domain:
+        the smaller of the generic forward analysis and the construction's own certificate."""
+        generic = self.compiled.error_bounds["yhat"]
+        return generic if self.contraction_bound is None else min(generic, self.contraction_bound)
 
     def sizes(self) -> dict:
         cfg = self.model.cfg

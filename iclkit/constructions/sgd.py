@@ -96,5 +96,29 @@ def sgd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float |
     w0, x_norm, y_bound = step_params("sgd", d, n, lr, lam, w0, x_norm, y_bound)
     program = sgd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound, mode=mode)
     paper = {"layers": 9, "rows": 3 + 4 * d} if n == 1 else {"layers": None, "rows": 3 + 4 * d}
-    return build("sgd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,
+    c = build("sgd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,
                  y_bound=y_bound, dtype=dtype, mode=mode, levels=levels, paper=paper)
+    c.contraction_bound = contraction_bound(c, lr, lam)
+    return c
+
+
+def contraction_bound(c: Construction, lr: float, lam: float) -> float | None:
+    """A certificate for stacked SGD that sees what the generic per-op analysis cannot: one
+    exact update ``w -> (I - 2 lr (x x^T + lam I)) w + 2 lr y x`` is rho-Lipschitz in the
+    2-norm, rho = max(|1 - 2 lr lam|, |1 - 2 lr (X^2 + lam)|). If a block's own error (its ops
+    run on an exact w) is at most delta per entry, then after k blocks
+    ``|w_k error|_2 <= sqrt(d) delta (1 + rho + ... + rho^{k-1})``. None when rho > 1."""
+    X = c.x_norm
+    rho = max(abs(1 - 2 * lr * lam), abs(1 - 2 * lr * (X * X + lam)))
+    if rho > 1:
+        return None
+    ops = c.compiled.program.ops
+    start = dict(c.compiled.error_bounds)  # x, y as every block reads them; the rest is rewritten
+    if c.mode == "fused":
+        blocks, final = [ops[2:6]], ops[-1:]  # (w.x, w.x - y, x(w.x - y), update), then y_hat
+    else:
+        blocks, final = [ops[1:7]] + ([ops[7:13]] if c.n > 1 else []), ops[-2:]
+    delta = max(c.compiled.propagate(block, start | {"w": 0.0})["w"] for block in blocks)
+    w_error = np.sqrt(c.d) * delta * sum(rho**k for k in range(c.n))
+    return c.compiled.propagate(final, start | {"w": w_error})["yhat"]
+

@@ -26,7 +26,7 @@ import torch
 
 from iclkit.primitives import bounds as bd
 from iclkit.primitives.layout import Layout
-from iclkit.primitives.ops import Aff, Div, Mean, Mul
+from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op
 from iclkit.primitives.program import READABLE_SYSTEM, Layer, Program
 from iclkit.transformer import Transformer, TransformerConfig
 
@@ -52,6 +52,17 @@ class Compiled:
     constants: dict[str, float] = field(default_factory=dict)
     output: str | None = None
     write_bounds: dict[int, float] = field(default_factory=dict)  # id(op) -> bound on what it writes
+    read_bounds: dict[int, dict[str, float]] = field(default_factory=dict)  # id(op) -> slot bounds it reads
+    op_errors: dict[int, float] = field(default_factory=dict)  # id(op) -> its own error (exact inputs)
+
+    def propagate(self, ops: list[Op], errors: dict[str, float]) -> dict[str, float]:
+        """Run the error analysis along a chain of ops, each reading the previous ones' results,
+        from the given starting errors: the tool for per-construction (e.g. contraction) bounds."""
+        errors = dict(errors)
+        sizes = self.program.sizes()
+        for op in ops:
+            errors[op.dst] = op.propagated_error(self.read_bounds[id(op)], errors, sizes) + self.op_errors[id(op)]
+        return errors
 
     @property
     def t_max(self) -> int:
@@ -226,13 +237,14 @@ def compile_program(
         if output is not None:
             model.readout[layout.rows(output)] = 1.0
 
-    errors = _propagate_errors(program, layers, read_bounds, sizes, mech, dtype, max_len)
+    own = _own_errors(program, read_bounds, sizes, mech, dtype, max_len)
+    errors = _propagate_errors(program, layers, read_bounds, sizes, own, dtype)
     constants = {"ln_pad": P, "attention_gap": G, "levels": levels}
     for op in mlp_ops:
         constants[f"{op.describe()}: {'product scale' if isinstance(op, Mul) else 'division scale'}"] = scales[id(op)]
     write_bounds = {id(op): op.out_bound(read_bounds[id(op)], sizes) for op in program.ops}
     return Compiled(program, model, layout, layers, list(program.inputs), slot_bounds, errors, constants, output,
-                    write_bounds)
+                    write_bounds, read_bounds, own)
 
 
 # ---- per-layer weight specs ---------------------------------------------------------------
@@ -400,22 +412,29 @@ def _balance(W: torch.Tensor, layout: Layout) -> None:
     W[..., layout.rows("bal").start] = -W[..., keep].sum(-1)
 
 
-def _propagate_errors(
-    program: Program, layers: list[Layer], read_bounds: dict, sizes: dict, mech: dict, dtype: str, T: int
-) -> dict[str, float]:
+def _own_errors(program: Program, read_bounds: dict, sizes: dict, mech: dict, dtype: str, T: int) -> dict[int, float]:
+    """Each op's own error (its result's error when its inputs are exact): attention leak and
+    rounding for attention ops, the mechanism bound for MLP ops."""
+    own = {}
+    for op in program.ops:
+        if op.kind == "mlp":
+            own[id(op)] = mech[id(op)]
+            continue
+        b = read_bounds[id(op)]
+        mass = op.input_mass(b, sizes) if isinstance(op, Aff) else b[op.src]
+        own[id(op)] = bd.attention_error(dtype, T, mass + b[op.dst], op.out_bound(b, sizes))
+    return own
+
+
+def _propagate_errors(program: Program, layers: list[Layer], read_bounds: dict, sizes: dict, own: dict,
+                      dtype: str) -> dict[str, float]:
     """Forward error analysis through the schedule: exact-input error + each op's own error,
     with every op's Lipschitz constants taken from the bounds of the slots as it reads them."""
     u = bd.roundoff(dtype)  # inputs are rounded to the model's dtype on the way in
     errors = {n: u * program.inputs.get(n, 0.0) for n in program.slots} | {n: 0.0 for n in READABLE_SYSTEM}
     for layer in layers:
-        before = dict(errors)
-        for op in layer.attn:
-            b = read_bounds[id(op)]
-            mass = op.input_mass(b, sizes) if isinstance(op, Aff) else b[op.src]
-            out = op.out_bound(b, sizes)
-            own = bd.attention_error(dtype, T, mass + b[op.dst], out)
-            errors[op.dst] = op.propagated_error(b, before, sizes) + own
-        mid = dict(errors)
-        for op in layer.mlp:
-            errors[op.dst] = op.propagated_error(read_bounds[id(op)], mid, sizes) + mech[id(op)]
+        for ops in (layer.attn, layer.mlp):  # a sublayer's ops all read the state before it
+            before = dict(errors)
+            for op in ops:
+                errors[op.dst] = op.propagated_error(read_bounds[id(op)], before, sizes) + own[id(op)]
     return errors
