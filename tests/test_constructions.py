@@ -29,12 +29,12 @@ def test_paper_layer_counts_and_fused_beats_them():
         assert C.sgd(d, 1, lr=0.01, mode="faithful").program_rows == 3 + 4 * d
         assert C.ridge(d, 1, lam=0.1, mode="faithful").program_rows == 3 + 5 * d + 3 * d * d
         assert C.sgd(d, 1, lr=0.01).program_rows == 3 + 3 * d
-        assert C.ridge(d, 1, lam=0.1).program_rows == 4 + 4 * d + 3 * d * d
-    # stacked: per example 6 faithful / 2 fused layers (SGD), 9 / 3 (ridge)
+        assert C.ridge(d, 1, lam=0.1).program_rows == 4 + 4 * d + 2 * d * d
+    # stacked: per example 6 faithful / 2 fused layers (SGD), 9 / 4 (ridge)
     assert C.sgd(2, 5, lr=0.01, mode="faithful").num_layers == 6 * 5 + 3
     assert C.sgd(2, 5, lr=0.01).num_layers == 2 * 5 + 1
     assert C.ridge(2, 5, lam=0.1, mode="faithful").num_layers == 9 * 5 + 4
-    assert C.ridge(2, 5, lam=0.1).num_layers == 3 * 5 + 2
+    assert C.ridge(2, 5, lam=0.1).num_layers == 4 * 5 + 2
 
 
 @pytest.mark.parametrize("name", ["sgd", "gd", "ridge"])

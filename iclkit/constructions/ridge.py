@@ -70,6 +70,7 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
         # directly, w_k = w_{k-1} + g with g = (u / den)(y - x.w_{k-1}) = A_k^-1 x (y - x.w_{k-1}),
         # so no large b = sum x y is formed; block k's update is folded into block k+1's read.
         slots |= {"e": (), "g": (d,)}
+        del slots["outer"]  # corr = (u / den) u^T: no d x d outer product is stored
         steps += [aff("A_inv", bias=identity, bound=B["inv"]), aff("w", bias=np.zeros(d), bound=B["w"])]
         for k in range(n):
             if k:
@@ -82,9 +83,8 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
                 dot("e", "x", "w", d, bound=B["e"]),
                 aff("e", ("y", 1.0), ("e", -1.0), bound=B["e"]),  # y - x.w, in place
                 dot("den", "x", "u", d, bound=B["den"], bias=1.0),
-                mul("outer", "u", "u", (d, 1, d), bound=B["outer"]),
-                div("corr", "outer", "den", den_min=1.0, bound=B["inv"]),
-                div("g", "u", "den", den_min=1.0, bound=B["gain"]),  # A_k^-1 x
+                div("g", "u", "den", den_min=1.0, bound=B["gain"]),  # A_k^-1 x = u / den
+                mul("corr", "g", "u", (d, 1, d), bound=B["inv"]),  # Sherman–Morrison: (u/den) u^T <= A^-1
                 mul("g", "g", "e", (d, 1, 1), bound=B["g"]),  # times (y - x.w), in place
             ]
         steps.append(Aff("w", terms=(("w", 1.0), ("g", 1.0)), offset=1, bound=B["w"]))  # w_n to the query
