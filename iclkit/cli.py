@@ -95,6 +95,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "construction" not in meta:
         console.print(f"[red]{args.file} holds no construction metadata[/]")
         return 2
+    from iclkit.primitives import Layout
+
+    layout = Layout.from_dict(meta["layout"])
+    if layout.width != model.cfg.width:
+        console.print(f"[red]{args.file}: its layout has width {layout.width}, its model {model.cfg.width}[/]")
+        return 2
     d, n = meta["d"], meta["n"]
     if args.prompts:
         data = np.load(args.prompts)
@@ -115,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for b in range(len(X)):
         table.add_row(str(b), f"{pred[b]:.12g}", f"{exact[b]:.12g}", _fmt(abs(pred[b] - exact[b])))
     console.print(table)
-    console.print(f"certified bound: {_fmt(meta['error_bound'])}")
+    console.print(f"certified bound: {_fmt(meta['error_bound'])}; residual slots: {', '.join(layout.slots)}")
     return 0
 
 
