@@ -55,8 +55,22 @@ def scaling_y_scales_yhat(problem, k):
         assert abs(c.predict(X, k * y, xq) - k * c.predict(X, y, xq)) <= 1e-8 * (1 + abs(c.predict(X, y, xq)))
 
 
+@given(problem=problems(n=st.integers(4, 6), d=st.integers(1, 3)))
+def ridge_approaches_ols(problem):
+    """Metamorphic: with n >= d, as lam -> 0 the ridge transformer tends to OLS:
+    |y_hat(lam) - y_hat_ols| <= lam |x_q| |w_ols| / lambda_min(X^T X) (plus the 1e-8 target)."""
+    X, y, xq = problem
+    w_ols = A.ols(X, y)
+    smallest = np.linalg.eigvalsh(X.T @ X)[0]
+    x_norm = 1.01 * max(np.linalg.norm(X, axis=1).max(), np.linalg.norm(xq))
+    for lam in (1e-1, 1e-3):
+        c = C.ridge(X.shape[1], len(y), lam=lam, x_norm=x_norm, y_bound=1.01 * np.abs(y).max() + 1e-9)
+        gap = abs(c.predict(X, y, xq) - xq @ w_ols)
+        assert gap <= lam * np.linalg.norm(xq) * np.linalg.norm(w_ols) / smallest + 1e-8 * (1 + abs(xq @ w_ols))
+
+
 PROPERTIES = [compiled_equals_interpreter, constructions_equal_algorithms, ridge_ignores_example_order,
-              scaling_y_scales_yhat]
+              scaling_y_scales_yhat, ridge_approaches_ols]
 
 
 def run_properties(examples: int, console) -> int:
