@@ -261,7 +261,8 @@ class _Head:
         if src not in self.sources:
             self.sources.append(src)
         for i, j in zip(*np.nonzero(matrix)):
-            self.outputs.append((src, int(j), dst, int(i), float(matrix[i, j])))
+            coef = matrix[i, j]  # a float, or a sympy expression when iclkit.verify proves a layer
+            self.outputs.append((src, int(j), dst, int(i), float(coef) if isinstance(coef, (int, float, np.number)) else coef))
 
     @property
     def value_dim(self) -> int:

@@ -175,6 +175,8 @@ def claims(max_d: int = 3):
         ("primitive div: LayerNorm division (Lemma 8)", division_mechanism),
     ]
     out += [(f"primitive mul/dot: GeLU product, {k} scale(s)", lambda k=k: product_mechanism(k)) for k in (1, 2, 3)]
+    out += [("compiled mul layer, P and S symbolic", compiled_product_layer),
+            ("compiled div layer, M symbolic", compiled_division_layer)]
     for d in range(1, max_d + 1):
         for mode in ("faithful", "fused"):
             out.append((f"Theorem 1 (sgd, n=1, {mode}) d={d}", lambda d=d, m=mode: (prove_sgd(d, 1, m), "")))
@@ -202,3 +204,65 @@ def run_proofs(console, max_d: int = 3) -> int:
         table.add_row(name, "[green]proved[/]" if ok else "[red]FAILED[/]", f"{dt:.2f}", detail)
     console.print(table)
     return 1 if failed else 0
+
+
+# ---- the compiled layers themselves --------------------------------------------------------
+def _compiled_mlp(op, slots: dict, inputs: dict, constant: sp.Symbol, h: dict, pad_names: tuple[str, str],
+                  pad: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """The MLP sublayer the compiler writes for ``op``, with its large constant (P for mul, M
+    for div) left as a symbol: returns (LayerNorm's scale factor gamma, the written value)."""
+    from iclkit.primitives import Program, compile_program
+    from iclkit.primitives.compile import _layer_spec
+
+    program = Program(slots, inputs, [op])
+    compiled = compile_program(program, max_len=2, levels=1)
+    layer = compiled.schedule[0]
+    sizes = program.sizes()
+    scales = {id(op): constant if op.kind == "mlp" and op.name == "div" else S}
+    spec = _layer_spec(layer, compiled.layout, sizes, P, scales, {id(op): 1}, levels=1)
+    # the residual after the layer's attention: slots, constant units, pads, balance (mean 0)
+    units = {name: h.get(name, sp.Integer(0)) for name in compiled.layout.slots}
+    units[pad_names[0]], units[pad_names[1]] = pad, -pad
+    units["bal"] = -sum(v for k, v in units.items() if k not in ("pad+", "pad-", "div+", "div-", "bal"))
+    L = compiled.layout.width
+    assert sp.simplify(sum(units.values())) == 0  # LayerNorm's mean is exactly zero
+    sigma = sp.sqrt(sum(v**2 for v in units.values()) / L)
+    gamma = sp.nsimplify(spec.read_scale / constant) * constant / sigma  # multiplies every read unit
+    out = 0
+    for terms, dst, idx, out_coef in spec.hidden:
+        if dst != op.dst or idx != 0:
+            continue
+        pre = sum(sp.nsimplify(coef) * units[slot] for slot, _, coef in terms) * GAMMA
+        out += sp.nsimplify(out_coef, [sp.pi]) * gelu(pre)
+    return gamma, out  # the value depends on the constant only through gamma
+
+
+GAMMA = sp.symbols("gamma", positive=True)
+
+
+def compiled_product_layer() -> tuple[bool, str]:
+    """The compiled mul layer, pad P and product scale S symbolic: LayerNorm's factor gamma -> 1
+    as P -> oo (error O(P^-2)), and at gamma = 1 the written value is ab - ab(a^2+b^2)/(3S^2) + O(S^-4)."""
+    from iclkit.primitives import mul
+
+    gamma, out = _compiled_mlp(mul("z", "a", "b", (1, 1, 1)), {"a": (), "b": (), "z": ()}, {"a": 1.0, "b": 1.0},
+                               P, {"a": a, "b": b, "one": sp.Integer(1)}, ("pad+", "pad-"), P)
+    eps = sp.symbols("epsilon", positive=True)
+    series = sp.expand(sp.series(out.subs(GAMMA, 1).subs(S, 1 / eps), eps, 0, 4).removeO())
+    # the weights are floats (sqrt(pi/2) rounded), so coefficients match to float precision
+    point = {a: sp.Rational(3, 7), b: sp.Rational(-5, 11)}
+    close = lambda x, y: abs(float(x.subs(point)) - float(y.subs(point))) <= 1e-12 * abs(float(y.subs(point)))  # noqa: E731
+    ok = (sp.limit(gamma, P, sp.oo) == 1 and close(series.coeff(eps, 0), a * b)
+          and close(series.coeff(eps, 2), -a * b * (a**2 + b**2) / 3) and series.coeff(eps, 1) == 0)
+    return ok, "gamma -> 1; z = ab - ab(a^2+b^2)/(3 S^2) + ... (to float precision of the weights)"
+
+
+def compiled_division_layer() -> tuple[bool, str]:
+    """The compiled div layer, division scale M symbolic: the written value tends to y/|c| as M -> oo."""
+    from iclkit.primitives import div
+
+    c = sp.symbols("c", positive=True)
+    gamma, out = _compiled_mlp(div("z", "a", "c", den_min=1.0), {"a": (), "c": (), "z": ()}, {"a": 1.0, "c": 2.0},
+                               M, {"a": a, "c": c, "one": sp.Integer(1)}, ("div+", "div-"), M * c)
+    ok = sp.limit(gamma * c, M, sp.oo) == 1 and sp.simplify(out.subs(GAMMA, 1 / c) - a / c) == 0
+    return ok, "gamma -> 1/|c| as M -> oo, where z = y/|c| exactly (GeLU pair)"
