@@ -177,6 +177,16 @@ def claims(max_d: int = 3):
     out += [(f"primitive mul/dot: GeLU product, {k} scale(s)", lambda k=k: product_mechanism(k)) for k in (1, 2, 3)]
     out += [("compiled mul layer, P and S symbolic", compiled_product_layer),
             ("compiled div layer, M symbolic", compiled_division_layer)]
+    from iclkit.primitives import Mean, aff, mov
+
+    W = np.array([[1.0, 2.0], [0.0, -1.0]])
+    out += [
+        ("compiled mov layer (t-1), G -> oo", lambda: (compiled_attention_layer(mov("z", "a", 1), {"a": (2,), "z": (2,)}, {"a": 1.0}), "exact")),
+        ("compiled accumulating mov layer", lambda: (compiled_attention_layer(mov("a", "a", 1, accumulate=True, bound=2.0), {"a": (2,)}, {"a": 1.0}), "exact")),
+        ("compiled aff layer (matrix, scalar, bias)", lambda: (compiled_attention_layer(
+            aff("z", ("a", W), ("b", -0.5), bias=np.array([1.0, 0.25])), {"a": (2,), "b": (2,), "z": (2,)}, {"a": 1.0, "b": 1.0}), "exact")),
+        ("compiled mean layer", lambda: (compiled_attention_layer(Mean("z", src="a"), {"a": (2,), "z": (2,)}, {"a": 1.0}), "exact")),
+    ]
     for d in range(1, max_d + 1):
         for mode in ("faithful", "fused"):
             out.append((f"Theorem 1 (sgd, n=1, {mode}) d={d}", lambda d=d, m=mode: (prove_sgd(d, 1, m), "")))
@@ -266,3 +276,58 @@ def compiled_division_layer() -> tuple[bool, str]:
                                M, {"a": a, "c": c, "one": sp.Integer(1)}, ("div+", "div-"), M * c)
     ok = sp.limit(gamma * c, M, sp.oo) == 1 and sp.simplify(out.subs(GAMMA, 1 / c) - a / c) == 0
     return ok, "gamma -> 1/|c| as M -> oo, where z = y/|c| exactly (GeLU pair)"
+
+
+def compiled_attention_layer(op, slots: dict, inputs: dict, T: int = 4) -> bool:
+    """An attention-only primitive's compiled weights, evaluated on symbolic columns in the hard-
+    attention limit (G -> oo; see the hard-attention claim for the rate): the target slot gets
+    exactly its reference value, every other slot is untouched, and the balance unit keeps the
+    column sum at zero."""
+    from iclkit.primitives import Program, compile_program
+
+    return attention_layer_matches(compile_program(Program(slots, inputs, [op]), max_len=T, levels=1), T)
+
+
+def attention_layer_matches(compiled, T: int) -> bool:
+    """The check of :func:`compiled_attention_layer` on an already compiled one-op program."""
+    from iclkit.primitives.compile import _layer_spec
+
+    program, op = compiled.program, compiled.program.ops[0]
+    layer, torch_layer = compiled.schedule[0], compiled.model.layers[0]
+    spec = _layer_spec(layer, compiled.layout, program.sizes(), 1.0, {}, {}, levels=1)
+    shifts = list(spec.heads)  # head h of the torch layer reads column max(t - shifts[h], 0)
+    exact = lambda t: sp.Matrix(t.detach().numpy().tolist()).applyfunc(sp.nsimplify)  # noqa: E731
+    labels = compiled.layout.labels()
+    # symbolic columns: every program slot free; system units as the embedding sets them
+    pos = compiled.model.pos.detach().numpy()
+    columns = []
+    for t in range(T):
+        col = [sp.nsimplify(v) for v in pos[t]]
+        for name in program.slots:
+            rows = compiled.layout.rows(name)
+            for i in range(rows.stop - rows.start):
+                col[rows.start + i] = sp.Symbol(f"{name}{i}_{t}", real=True)
+        bal = compiled.layout.rows("bal").start
+        col[bal] = -sum(v for j, v in enumerate(col) if j != bal and labels[j] not in ("pad+", "pad-", "div+", "div-"))
+        columns.append(sp.Matrix(col))
+    values = {n: np.array([[[c[i] for i in range(compiled.layout.rows(n).start, compiled.layout.rows(n).stop)]
+                            for c in columns]], dtype=object) for n in program.inputs}
+    reference = program.interpret(values)[op.dst][0]
+    for t in range(T):
+        update = sp.zeros(len(labels), 1)
+        for h, shift in enumerate(shifts):
+            src = columns[max(t - shift, 0)] if shift is not None else sum(columns[: t + 1], sp.zeros(len(labels), 1)) / (t + 1)
+            update += exact(torch_layer.W_O[h]).T * (exact(torch_layer.W_V[h]).T * src)
+        new = columns[t] + update
+        for j, label in enumerate(labels):
+            name = label.split("[")[0]
+            if name == op.dst:
+                idx = j - compiled.layout.rows(name).start
+                target = np.asarray(reference[t]).reshape(-1)[idx]
+                if sp.simplify(new[j] - target) != 0:
+                    return False
+            elif name != "bal" and sp.simplify(new[j] - columns[t][j]) != 0:
+                return False
+        if sp.simplify(sum(new[j] for j, lab in enumerate(labels) if lab not in ("pad+", "pad-", "div+", "div-"))) != 0:
+            return False
+    return True
