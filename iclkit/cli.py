@@ -29,9 +29,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return run_properties(args.examples, console)
     from iclkit.verify.numeric import check
 
-    cases = [(d, n) for d in args.d for n in args.n] if (args.d or args.n) else DEFAULT_CASES
-    if args.d and not args.n or args.n and not args.d:
+    if args.d or args.n:  # a missing one takes the defaults' values
         cases = [(d, n) for d in (args.d or [8]) for n in (args.n or [1, 8])]
+    else:
+        cases = DEFAULT_CASES
     jobs = [(name, mode, d, n) for name in args.constructions for d, n in cases for mode in args.modes]
     table = Table(title=f"iclkit verify ({args.dtype}, seed {args.seed}, {args.trials} prompts each)")
     for col in ("construction", "mode", "d", "n", "layers", "width", "parameters", "max error", "certified bound",

@@ -118,3 +118,4 @@ def test_verify_main_job_passes(capsys):
 
     assert main(["verify", "--constructions", "sgd", "ridge", "--d", "2", "--n", "1", "2", "--trials", "4"]) == 0
     assert "pass" in capsys.readouterr().out
+    assert main(["verify", "--constructions", "gd", "--d", "2", "--trials", "2", "--modes", "fused"]) == 0  # --n defaults
