@@ -56,6 +56,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_sizes(args: argparse.Namespace) -> int:
+    from iclkit.verify.numeric import DEFAULT_PARAMS
+
     table = Table(title="construction sizes (n = 1 is the paper's single block)")
     for col in ("construction", "mode", "d", "n", "layers", "heads", "residual width", "program rows", "mlp width",
                 "parameters", "paper layers", "paper rows"):
@@ -64,8 +66,7 @@ def cmd_sizes(args: argparse.Namespace) -> int:
         for d in args.d or [1, 2, 4, 8]:
             for n in args.n or [1]:
                 for mode in args.modes:
-                    kw = {"lam": 0.1} if name == "ridge" else {"lr": 0.01}
-                    c = REGISTRY[name](d, n, mode=mode, **kw)
+                    c = REGISTRY[name](d, n, mode=mode, **DEFAULT_PARAMS[name])
                     s = c.sizes()
                     paper = c.paper
                     table.add_row(name, mode, str(d), str(n), str(s["layers"]), str(s["heads"]), str(s["residual width"]),
@@ -87,10 +88,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from iclkit import algorithms
     from iclkit.constructions.base import prompt_tokens
     from iclkit.transformer import Transformer
-    from iclkit.verify.numeric import sample_problems
+    from iclkit.verify.numeric import exact_predictions, sample_problems
 
     model, meta = Transformer.load(args.file)
     if "construction" not in meta:
@@ -114,8 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         pred = model(torch.from_numpy(prompt_tokens(X, y, xq)))[:, -1].numpy()
     params = {k: np.asarray(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
-    fn = getattr(algorithms, meta["construction"])
-    exact = np.array([xq[b] @ fn(X[b], y[b], **params) for b in range(len(X))])
+    exact = exact_predictions(meta["construction"], params, X, y, xq)
     table = Table(title=f"{args.file}: {meta['construction']} d={d} n={n}")
     for col in ("prompt", "transformer", "closed form", "|difference|"):
         table.add_column(col, justify="right")

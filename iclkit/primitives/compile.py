@@ -61,7 +61,7 @@ class Compiled:
         errors = dict(errors)
         sizes = self.program.sizes()
         for op in ops:
-            errors[op.dst] = op.propagated_error(self.read_bounds[id(op)], errors, sizes) + self.op_errors[id(op)]
+            errors[op.dst] = _op_error(op, self.read_bounds, self.op_errors, sizes, errors)
         return errors
 
     @property
@@ -437,5 +437,10 @@ def _propagate_errors(program: Program, layers: list[Layer], read_bounds: dict, 
         for ops in (layer.attn, layer.mlp):  # a sublayer's ops all read the state before it
             before = dict(errors)
             for op in ops:
-                errors[op.dst] = op.propagated_error(read_bounds[id(op)], before, sizes) + own[id(op)]
+                errors[op.dst] = _op_error(op, read_bounds, own, sizes, before)
     return errors
+
+
+def _op_error(op: Op, read_bounds: dict, own: dict, sizes: dict, errors: dict[str, float]) -> float:
+    """The error of what ``op`` writes: its inputs' errors carried through it, plus its own."""
+    return op.propagated_error(read_bounds[id(op)], errors, sizes) + own[id(op)]

@@ -30,11 +30,15 @@ def sample_problems(d: int, n: int, batch: int, seed: int, noise: float = 0.0):
     return X, y, rng.standard_normal((batch, d))
 
 
+def exact_predictions(name: str, params: dict, X, y, xq) -> np.ndarray:
+    """x_q . w for each prompt, w from ``iclkit.algorithms.<name>(X, y, **params)``."""
+    fn = getattr(algorithms, name)
+    return np.array([xq[b] @ fn(X[b], y[b], **params) for b in range(X.shape[0])])
+
+
 def closed_form(c: Construction, X, y, xq) -> np.ndarray:
     """What the construction must predict: the same algorithm, same parameters, in numpy."""
-    fn = getattr(algorithms, c.name)
-    params = {k: v for k, v in c.params.items() if not (k == "w0" and not np.any(v))}
-    return np.array([xq[b] @ fn(X[b], y[b], **params) for b in range(X.shape[0])])
+    return exact_predictions(c.name, c.params, X, y, xq)
 
 
 @dataclass

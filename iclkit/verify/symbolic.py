@@ -228,7 +228,7 @@ def _compiled_mlp(op, slots: dict, inputs: dict, constant: sp.Symbol, h: dict, p
     compiled = compile_program(program, max_len=2, levels=1)
     layer = compiled.schedule[0]
     sizes = program.sizes()
-    scales = {id(op): constant if op.kind == "mlp" and op.name == "div" else S}
+    scales = {id(op): constant if op.name == "div" else S}
     spec = _layer_spec(layer, compiled.layout, sizes, P, scales, {id(op): 1}, levels=1)
     # the residual after the layer's attention: slots, constant units, pads, balance (mean 0)
     units = {name: h.get(name, sp.Integer(0)) for name in compiled.layout.slots}
