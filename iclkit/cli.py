@@ -1,4 +1,5 @@
-"""The ``iclkit`` command: verify (the main job), sizes, build, run, prove."""
+"""The ``iclkit`` command: verify (the main job), sizes, build, run, prove; and the empirical
+experiments train, compare, noise-sweep, phase, probe."""
 
 from __future__ import annotations
 
@@ -131,6 +132,144 @@ def cmd_prove(args: argparse.Namespace) -> int:
     return run_proofs(console, max_d=getattr(args, "max_d", 3))
 
 
+# ---- the empirical experiments ------------------------------------------------------------
+
+
+def _spec(args: argparse.Namespace):
+    from iclkit.empirical.learners import LearnerSpec
+
+    fields = ("d", "n", "layers", "width", "heads", "steps", "batch", "lr", "curriculum", "seed")
+    return LearnerSpec(**{f: getattr(args, f) for f in fields}, sigma=args.sigma)
+
+
+def _write(out: str, name: str, result: dict, header: list[str], rows: list[list]) -> None:
+    """``<out>/<name>.json`` (everything) and ``<out>/<name>.csv`` (the table)."""
+    import csv
+    import json
+    from pathlib import Path
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, f"{name}.json").write_text(json.dumps(result, indent=1))
+    with open(Path(out, f"{name}.csv"), "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    console.print(f"wrote {out}/{name}.json, {name}.csv, {name}.png")
+
+
+def _learner(args: argparse.Namespace):
+    """``--model`` if given, else the learner of the spec options from the cache (trained if absent)."""
+    from iclkit.empirical.experiments import obtain
+    from iclkit.empirical.learners import Learner
+
+    if args.model:
+        return Learner.load(args.model)
+    return obtain(_spec(args), args.cache, log=console.print)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from iclkit.empirical import plots
+    from iclkit.empirical.experiments import spec_key
+    from iclkit.empirical.learners import train
+
+    spec = _spec(args)
+    cached = Path(args.cache) / f"{spec_key(spec)}.safetensors"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    learner = train(spec, checkpoint=cached, log_every=args.log_every)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    shutil.copy(cached, Path(args.out, "learner.safetensors"))
+    optimum = sum(max(0, spec.d - i) for i in range(spec.n)) / (spec.d * spec.n) if spec.sigma == 0 else None
+    result = {"spec": spec.__dict__, "seconds": learner.seconds, "log_every": args.log_every, "losses": learner.losses,
+              "final_loss": learner.losses[-1], "ols_loss": optimum, "parameters": learner.model.num_parameters()}
+    plots.loss_curve(learner.losses, args.log_every, Path(args.out, "train.png"), optimum)
+    _write(args.out, "train", result, ["step", "loss_over_d"],
+           [[(i + 1) * args.log_every, v] for i, v in enumerate(learner.losses)])
+    console.print(f"trained in {learner.seconds:.0f} s; final loss/d {learner.losses[-1]:.4f}"
+                  + (f" (OLS: {optimum:.4f})" if optimum is not None else "") + f"; model in {args.out}/learner.safetensors")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from iclkit.empirical import plots
+    from iclkit.empirical.experiments import compare, compare_targets
+
+    result = compare(_learner(args), prompts=args.prompts, queries=args.queries, log=console.print)
+    result["targets"] = compare_targets(result)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    plots.compare(result, Path(args.out, "compare.png"))
+    rows = [[name, i, c["spd"][i], c["spd_lo"][i], c["spd_hi"][i], c["ilwd"][i], c["ilwd_lo"][i], c["ilwd_hi"][i]]
+            for name, c in result["against"].items() for i in range(1, len(c["spd"]))]
+    _write(args.out, "compare", result, ["predictor", "examples", "spd_over_d", "spd_lo", "spd_hi", "ilwd_over_d",
+                                         "ilwd_lo", "ilwd_hi"], rows)
+    table = Table("learner vs", "SPD/d max (n>=d)", "SPD/d mean", "ILWD/d max", "ILWD/d mean", "MSPD/d (n<d)")
+    for name, s in sorted(result["summary"].items(), key=lambda kv: kv[1]["spd_mean"]):
+        table.add_row(name, *(_fmt(s[k]) for k in ("spd_max", "spd_mean", "ilwd_max", "ilwd_mean", "mspd")))
+    console.print(table)
+    for name, v in result["self_check_max_spd"].items():
+        console.print(f"self-check: {name} vs its own algorithm, max SPD/d {_fmt(v)}")
+    t = result["targets"]
+    console.print(f"target: SPD/d and ILWD/d to OLS <= 0.05 for n >= d: worst {_fmt(t['ols_worst'])} "
+                  f"({'met' if t['ols_within_0.05'] else 'NOT met'}); OLS closest: {t['ols_closest']}")
+    return 0
+
+
+def cmd_noise_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from iclkit.empirical import plots
+    from iclkit.empirical.experiments import noise_sweep
+
+    result = noise_sweep(_spec(args), args.cache, ratios=tuple(args.ratios), lams=tuple(args.lams), log=console.print)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    plots.noise_sweep(result, Path(args.out, "noise_sweep.png"))
+    rows = [[r, lam, v] for r, row in zip(result["ratios"], result["mspd_over_d"]) for lam, v in zip(result["lams"], row)]
+    _write(args.out, "noise_sweep", result, ["noise_ratio", "lam", "mspd_over_d"], rows)
+    table = Table("(sigma/tau)^2", *(f"lam={lam:.3g}" for lam in result["lams"]), "best lam", "on diagonal")
+    for r, row, best, ok in zip(result["ratios"], result["mspd_over_d"], result["best_lam"], result["diagonal"]):
+        table.add_row(f"{r:.3g}", *(_fmt(v) for v in row), f"{best:.3g}", str(ok))
+    console.print(table)
+    return 0
+
+
+def cmd_phase(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from iclkit.empirical import plots
+    from iclkit.empirical.experiments import phase
+
+    result = phase(_spec(args), args.cache, depths=tuple(args.depths), widths=tuple(args.widths), log=console.print)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    plots.phase(result, Path(args.out, "phase.png"))
+    rows = [[r["axis"], r["layers"], r["width"], f, fit["best"], fit["spd"]] for r in result["runs"] for f, fit in r["fits"].items()]
+    _write(args.out, "phase", result, ["axis", "layers", "width", "family", "best_member", "spd_over_d"], rows)
+    table = Table("sweep", "layers", "width", "GD (best)", "Ridge (best)", "OLS", "closest")
+    for r in result["runs"]:
+        f = r["fits"]
+        table.add_row(r["axis"], str(r["layers"]), str(r["width"]), f"{_fmt(f['GD']['spd'])} {f['GD']['best']}",
+                      f"{_fmt(f['Ridge']['spd'])} {f['Ridge']['best']}", _fmt(f["OLS"]["spd"]), r["closest"])
+    console.print(table)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from iclkit.empirical import plots
+    from iclkit.empirical.probes import probe
+
+    learner = _learner(args)
+    prefixes = tuple(args.prefixes) if args.prefixes else (learner.spec.d // 2, learner.spec.d, learner.spec.n)
+    result = probe(learner, prefixes, steps=args.probe_steps, log=console.print)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    plots.probe(result, Path(args.out, "probe.png"))
+    keys = ["prefix", "target", "layer", "kind", "unexplained"]
+    _write(args.out, "probe", result, keys, [[r[k] for k in keys] for r in result["results"]])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iclkit", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -177,6 +316,48 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prove", help="symbolic proofs (sympy) of every primitive and both theorems")
     p.add_argument("--max-d", dest="max_d", type=int, default=3)
     p.set_defaults(fn=cmd_prove)
+
+    def learner_options(p: argparse.ArgumentParser, out: str) -> None:
+        from iclkit.empirical.learners import LearnerSpec
+
+        default = LearnerSpec()
+        for name in ("d", "n", "layers", "width", "heads", "steps", "batch", "seed"):
+            p.add_argument(f"--{name}", type=int, default=getattr(default, name))
+        for name in ("lr", "curriculum", "sigma"):
+            p.add_argument(f"--{name}", type=float, default=getattr(default, name))
+        p.add_argument("--cache", default="runs/learners", help="trained learners, keyed by spec, shared by all commands")
+        p.add_argument("--out", default=out, help="folder for the JSON, CSV and PNG")
+
+    p = sub.add_parser("train", help="train one in-context learner (checkpoint, loss curve)")
+    learner_options(p, "runs/train")
+    p.add_argument("--log-every", dest="log_every", type=int, default=100)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("compare", help="a learner against every predictor and two constructions: SPD, ILWD (Fig. 1)")
+    learner_options(p, "runs/compare")
+    p.add_argument("--model", default=None, help="a learner file; default: the spec options' learner from the cache")
+    p.add_argument("--prompts", type=int, default=256)
+    p.add_argument("--queries", type=int, default=32)
+    p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("noise-sweep", help="best-fitting ridge lambda vs the training noise (Fig. 2)")
+    learner_options(p, "runs/noise-sweep")
+    p.add_argument("--ratios", nargs="+", type=float, default=[0.0, 1 / 16, 1 / 4], help="(sigma/tau)^2 values")
+    p.add_argument("--lams", nargs="+", type=float, default=[0.0, 1 / 16, 1 / 9, 1 / 4, 4 / 9])
+    p.set_defaults(fn=cmd_noise_sweep)
+
+    p = sub.add_parser("phase", help="depth and width sweep: closest to GD, ridge or OLS (Fig. 3)")
+    learner_options(p, "runs/phase")
+    p.add_argument("--depths", nargs="+", type=int, default=[1, 2, 4])
+    p.add_argument("--widths", nargs="+", type=int, default=[16, 32, 64])
+    p.set_defaults(fn=cmd_phase)
+
+    p = sub.add_parser("probe", help="linear and MLP probes for X^T y and w_OLS, per layer (Fig. 4)")
+    learner_options(p, "runs/probe")
+    p.add_argument("--model", default=None, help="a learner file; default: the spec options' learner from the cache")
+    p.add_argument("--prefixes", nargs="+", type=int, default=None, help="numbers of examples (default d/2, d, n)")
+    p.add_argument("--probe-steps", dest="probe_steps", type=int, default=1500)
+    p.set_defaults(fn=cmd_probe)
 
     args = parser.parse_args(argv)
     if args.command is None:

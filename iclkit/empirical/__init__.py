@@ -1,3 +1,2 @@
-"""The empirical side's foundation: prompt sampling, prefix predictors, and the paper's metrics.
-
-Trained learners and the experiment commands are not built yet (issue 5)."""
+"""The empirical side: prompts, trained in-context learners, prefix predictors, the paper's
+metrics, probes, and the experiments of Figs. 1-4 (`iclkit train|compare|noise-sweep|phase|probe`)."""

@@ -5,21 +5,26 @@ from __future__ import annotations
 import numpy as np
 
 
+def spd_per_prompt(pred_a: np.ndarray, pred_b: np.ndarray) -> np.ndarray:
+    """(A - B)^2 averaged over the queries: (B, n, K) -> (B, n), for bootstrapping over prompts."""
+    return ((pred_a - pred_b) ** 2).mean(axis=2)
+
+
 def spd(pred_a: np.ndarray, pred_b: np.ndarray) -> np.ndarray:
-    """Squared prediction difference per prefix: mean over prompts and queries of (A - B)^2.
-    Inputs (B, n, K); returns (n,)."""
-    return ((pred_a - pred_b) ** 2).mean(axis=(0, 2))
+    """Squared prediction difference per prefix (Eq. 15): mean over prompts and queries of
+    (A - B)^2. Inputs (B, n, K); returns (n,)."""
+    return spd_per_prompt(pred_a, pred_b).mean(0)
 
 
 def _linear_fits(queries: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least squares of the predictions on [queries, 1] for each prompt and prefix:
     returns the coefficients (B, n, d+1) and the fitted values (B, n, K)."""
     B, n, K, d = queries.shape
-    design = np.concatenate([queries, np.ones((B, n, K, 1))], -1).reshape(B * n, K, d + 1)
-    targets = preds.reshape(B * n, K)
-    coef = np.stack([np.linalg.lstsq(design[j], targets[j], rcond=None)[0] for j in range(B * n)])
-    fitted = np.einsum("jkd,jd->jk", design, coef)
-    return coef.reshape(B, n, d + 1), fitted.reshape(B, n, K)
+    if K < d + 1:
+        raise ValueError(f"fitting implicit weights needs at least d + 1 = {d + 1} queries per prefix, got {K}")
+    design = np.concatenate([queries, np.ones((B, n, K, 1))], -1)
+    coef = np.einsum("bnij,bnj->bni", np.linalg.pinv(design), preds)  # batched least squares
+    return coef, np.einsum("bnkj,bnj->bnk", design, coef)
 
 
 def implicit_weights(queries: np.ndarray, preds: np.ndarray) -> np.ndarray:
@@ -28,10 +33,15 @@ def implicit_weights(queries: np.ndarray, preds: np.ndarray) -> np.ndarray:
     return _linear_fits(queries, preds)[0][..., :-1]
 
 
-def ilwd(queries: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> np.ndarray:
-    """Implicit linear weight difference per prefix (Eq. 17): mean of |w_A - w_B|^2."""
+def ilwd_per_prompt(queries: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> np.ndarray:
+    """|w_A - w_B|^2 per prompt and prefix, (B, n)."""
     wa, wb = implicit_weights(queries, pred_a), implicit_weights(queries, pred_b)
-    return ((wa - wb) ** 2).sum(-1).mean(0)
+    return ((wa - wb) ** 2).sum(-1)
+
+
+def ilwd(queries: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> np.ndarray:
+    """Implicit linear weight difference per prefix (Eq. 17): mean over prompts of |w_A - w_B|^2."""
+    return ilwd_per_prompt(queries, pred_a, pred_b).mean(0)
 
 
 def mspd(spd_curve: np.ndarray, d: int) -> float:

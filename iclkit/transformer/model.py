@@ -40,6 +40,9 @@ class TransformerConfig:
     attn_scale: float = 1.0  # logits are scale * q.k (the paper uses 1)
     ln_eps: float = 0.0
     ln_affine: bool = False
+    exact_mean: bool = True  # LayerNorm's mean by compensated summation (constructions need it)
+    attn_ln: bool = False  # also LayerNorm the attention input (GPT-style pre-LN; trained learners)
+    final_ln: bool = False  # LayerNorm before the readout (GPT-style; trained learners)
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
@@ -74,6 +77,25 @@ def compensated_mean(h: torch.Tensor) -> torch.Tensor:
     return (s + err) / h.shape[-1]
 
 
+class LayerNorm(nn.Module):
+    """``(x - mean) / sqrt(var + eps)`` over the residual, optionally with a learned gain and bias."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.eps = cfg.ln_eps
+        self.mean = compensated_mean if cfg.exact_mean else (lambda h: h.mean(-1, keepdim=True))
+        if cfg.ln_affine:
+            self.gain = nn.Parameter(torch.ones(cfg.width, dtype=DTYPES[cfg.dtype]))
+            self.bias = nn.Parameter(torch.zeros(cfg.width, dtype=DTYPES[cfg.dtype]))
+        else:
+            self.gain = self.bias = None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        centred = h - self.mean(h)
+        out = centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + self.eps)
+        return out if self.gain is None else out * self.gain + self.bias
+
+
 class DecoderLayer(nn.Module):
     """One attention sublayer and one LayerNorm'ed GeLU MLP sublayer, both residual."""
 
@@ -90,12 +112,13 @@ class DecoderLayer(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(Fw, dtype=dt))
         self.W_out = nn.Parameter(torch.zeros(Fw, D, dtype=dt))
         self.b_out = nn.Parameter(torch.zeros(D, dtype=dt))
-        if cfg.ln_affine:
-            self.ln_gain = nn.Parameter(torch.ones(D, dtype=dt))
-            self.ln_bias = nn.Parameter(torch.zeros(D, dtype=dt))
+        self.ln = LayerNorm(cfg)
+        self.attn_ln = LayerNorm(cfg) if cfg.attn_ln else None
 
     def attention(self, h: torch.Tensor) -> torch.Tensor:
         """Causal multi-head softmax attention output (not yet added to ``h``)."""
+        if self.attn_ln is not None:
+            h = self.attn_ln(h)
         q = torch.einsum("btd,hdk->bhtk", h, self.W_Q)
         k = torch.einsum("btd,hdk->bhtk", h, self.W_K)
         v = torch.einsum("btd,hdv->bhtv", h, self.W_V)
@@ -105,16 +128,9 @@ class DecoderLayer(nn.Module):
         weights = torch.softmax(logits.masked_fill(future, float("-inf")), dim=-1)
         return torch.einsum("bhtv,hvd->btd", weights @ v, self.W_O)
 
-    def layer_norm(self, h: torch.Tensor) -> torch.Tensor:
-        centred = h - compensated_mean(h)
-        out = centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + self.cfg.ln_eps)
-        if self.cfg.ln_affine:
-            out = out * self.ln_gain + self.ln_bias
-        return out
-
     def mlp(self, h: torch.Tensor) -> torch.Tensor:
         """MLP output (not yet added to ``h``)."""
-        return F.gelu(self.layer_norm(h) @ self.W_in + self.b_in) @ self.W_out + self.b_out
+        return F.gelu(self.ln(h) @ self.W_in + self.b_in) @ self.W_out + self.b_out
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         h = h + self.attention(h)
@@ -136,6 +152,7 @@ class Transformer(nn.Module):
         self.W_E = nn.Parameter(torch.zeros(cfg.token_dim, cfg.width, dtype=dt))
         self.pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.width, dtype=dt))
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.final_ln = LayerNorm(cfg) if cfg.final_ln else None
         self.readout = nn.Parameter(torch.zeros(cfg.width, dtype=dt))
         self.readout_bias = nn.Parameter(torch.zeros((), dtype=dt))
 
@@ -163,6 +180,8 @@ class Transformer(nn.Module):
             h = layer(h)
             if return_states:
                 states.append(h)
+        if self.final_ln is not None:
+            h = self.final_ln(h)
         out = h @ self.readout + self.readout_bias
         return (out, states) if return_states else out
 
