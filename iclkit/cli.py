@@ -167,20 +167,21 @@ def _learner(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     import shutil
+    from dataclasses import asdict
     from pathlib import Path
 
     from iclkit.empirical import plots
-    from iclkit.empirical.experiments import spec_key
+    from iclkit.empirical.experiments import cache_path
     from iclkit.empirical.learners import train
 
     spec = _spec(args)
-    cached = Path(args.cache) / f"{spec_key(spec)}.safetensors"
+    cached = cache_path(spec, args.cache)
     cached.parent.mkdir(parents=True, exist_ok=True)
     learner = train(spec, checkpoint=cached, log_every=args.log_every)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     shutil.copy(cached, Path(args.out, "learner.safetensors"))
     optimum = sum(max(0, spec.d - i) for i in range(spec.n)) / (spec.d * spec.n) if spec.sigma == 0 else None
-    result = {"spec": spec.__dict__, "seconds": learner.seconds, "log_every": args.log_every, "losses": learner.losses,
+    result = {"spec": asdict(spec), "seconds": learner.seconds, "log_every": args.log_every, "losses": learner.losses,
               "final_loss": learner.losses[-1], "ols_loss": optimum, "parameters": learner.model.num_parameters()}
     plots.loss_curve(learner.losses, args.log_every, Path(args.out, "train.png"), optimum)
     _write(args.out, "train", result, ["step", "loss_over_d"],
@@ -196,7 +197,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from iclkit.empirical import plots
     from iclkit.empirical.experiments import compare, compare_targets
 
-    result = compare(_learner(args), prompts=args.prompts, queries=args.queries, log=console.print)
+    result = compare(_learner(args), prompts=args.prompts, queries=args.queries, x_scale=args.x_scale,
+                     x_shift=args.x_shift, log=console.print)
     result["targets"] = compare_targets(result)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     plots.compare(result, Path(args.out, "compare.png"))
@@ -338,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="a learner file; default: the spec options' learner from the cache")
     p.add_argument("--prompts", type=int, default=256)
     p.add_argument("--queries", type=int, default=32)
+    p.add_argument("--x-scale", dest="x_scale", type=float, default=1.0, help="test inputs x ~ N(shift, scale^2 I)")
+    p.add_argument("--x-shift", dest="x_shift", type=float, default=0.0)
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("noise-sweep", help="best-fitting ridge lambda vs the training noise (Fig. 2)")

@@ -133,3 +133,18 @@ def test_metrics_bootstrap_brackets_the_mean():
     per_prompt = np.random.default_rng(0).exponential(size=(200, 3))
     lo, hi = metrics.bootstrap(per_prompt)
     assert np.all(lo < per_prompt.mean(0)) and np.all(per_prompt.mean(0) < hi)
+
+
+def test_fine_tuning_starts_from_the_parent_weights():
+    from dataclasses import replace
+
+    from iclkit.empirical.learners import spec_id
+
+    parent = train(TINY, progress=False)
+    child = replace(TINY, steps=1, lr=1e-4, sigma=0.5, start=spec_id(TINY))
+    with pytest.raises(ValueError, match="pass that learner as start"):
+        train(child, progress=False)
+    tuned = train(child, progress=False, start=parent)
+    for p, q in zip(parent.model.parameters(), tuned.model.parameters()):
+        assert (p - q).abs().max() <= 1e-4 * 1.001  # one Adam step moves each weight by at most lr
+    assert any(not torch.equal(p, q) for p, q in zip(parent.model.parameters(), tuned.model.parameters()))

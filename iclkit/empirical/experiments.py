@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from iclkit import constructions
+from iclkit.constructions.base import default_x_norm, default_y_bound
 from iclkit.empirical import metrics
-from iclkit.empirical.learners import Learner, LearnerSpec, train
+from iclkit.empirical.learners import Learner, LearnerSpec, spec_id, train
 from iclkit.empirical.predictors import Predictor, algorithm, constructed, knn
 from iclkit.empirical.prompts import Prompts
 
@@ -25,21 +26,22 @@ GD_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2)  # one-step GD learning rates for the be
 RIDGE_LAMS = (0.1, 0.5, 1.0, 2.0, 4.0)
 
 
-def spec_key(spec: LearnerSpec) -> str:
-    """A file name that identifies a spec: every field, in order."""
-    return "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in asdict(spec).items())
+def cache_path(spec: LearnerSpec, cache: str | Path) -> Path:
+    """Where the cache keeps the learner of ``spec``: readable sizes, then the spec's id."""
+    return Path(cache) / f"d{spec.d}_n{spec.n}_L{spec.layers}_H{spec.width}_{spec_id(spec)}.safetensors"
 
 
-def obtain(spec: LearnerSpec, cache: str | Path, progress: bool = True, log=print) -> Learner:
-    """The learner of ``spec`` from ``cache``, training (and caching) it if it is not there."""
-    path = Path(cache) / f"{spec_key(spec)}.safetensors"
+def obtain(spec: LearnerSpec, cache: str | Path, progress: bool = True, log=print, start: Learner | None = None) -> Learner:
+    """The learner of ``spec`` from ``cache``, training (and caching) it if it is not there
+    (``start``: the parent a fine-tuning spec starts from)."""
+    path = cache_path(spec, cache)
     if path.exists():
         learner = Learner.load(path)
         if learner.steps_done == spec.steps:
             return learner
     log(f"training {spec} -> {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return train(spec, checkpoint=path, progress=progress)
+    return train(spec, checkpoint=path, progress=progress, start=start)
 
 
 def ridge_or_ols(lam: float) -> Predictor:
@@ -74,22 +76,27 @@ def summarise(curve: dict[str, list[float]], d: int) -> dict[str, float]:
 
 
 def compare(learner: Learner, prompts: int = 256, queries: int = 32, constructed_prompts: int = 8,
-            seed: int = 1234, log=print) -> dict:
+            seed: int = 1234, x_scale: float = 1.0, x_shift: float = 0.0, log=print) -> dict:
     """Fig. 1: the learner against every reference predictor and two constructed transformers,
     SPD/d and ILWD/d per number of examples. The constructions are also scored against their
-    own algorithm: the harness checks itself."""
-    spec, dist = learner.spec, learner.spec.prompts
+    own algorithm: the harness checks itself. ``x_scale``/``x_shift`` evaluate on the shifted
+    input distributions of the paper's code (the learner was trained on x ~ N(0, I))."""
+    spec = learner.spec
+    dist = replace(spec.prompts, x_scale=x_scale, x_shift=x_shift)
     X, y, _, Q = dist.sample(np.random.default_rng(seed), prompts, spec.n, queries)
     log(f"compare: {prompts} prompts of {spec.n} examples, {queries} queries per prefix")
     ours = learner.predictor()(X, y, Q)
-    result: dict = {"spec": asdict(spec), "prompts": prompts, "queries": queries, "seed": seed,
+    result: dict = {"spec": asdict(spec), "test_distribution": dist.to_dict(), "prompts": prompts, "queries": queries, "seed": seed,
                     "learner_r2": list(metrics.r_squared(Q, ours)), "against": {}, "self_check": {}}
     for name, ref in references(dist).items():
         result["against"][name] = curves(Q, ours, ref(X, y, Q), spec.d)
     # constructed transformers on a subset (they are float64 models of O(n) layers)
     b = constructed_prompts
-    built = {"Constructed ridge(0.1)": (lambda i: constructions.ridge(spec.d, i, lam=0.1), algorithm("ridge", lam=0.1)),
-             "Constructed GD(0.01)": (lambda i: constructions.gd(spec.d, i, lr=0.01), algorithm("gd", lr=0.01))}
+    # certified domain: the default bounds, widened to cover these prompts (shifted ones exceed them)
+    domain = {"x_norm": max(default_x_norm(spec.d), 1.01 * float(np.linalg.norm(np.concatenate([X[:b], Q[:b].reshape(b, -1, spec.d)], 1), axis=-1).max())),
+              "y_bound": max(default_y_bound(spec.d), 1.01 * float(np.abs(y[:b]).max()))}
+    built = {"Constructed ridge(0.1)": (lambda i: constructions.ridge(spec.d, i, lam=0.1, **domain), algorithm("ridge", lam=0.1)),
+             "Constructed GD(0.01)": (lambda i: constructions.gd(spec.d, i, lr=0.01, **domain), algorithm("gd", lr=0.01))}
     for name, (builder, own) in built.items():
         log(f"compare: {name}, {b} prompts")
         c = constructed(builder)(X[:b], y[:b], Q[:b])
@@ -111,24 +118,28 @@ def compare_targets(result: dict) -> dict:
             "ols_closest": closest}
 
 
-def noise_sweep(base: LearnerSpec, cache: str | Path, ratios=NOISE_RATIOS, lams=LAMBDA_GRID, prompts: int = 512,
-                queries: int = 16, seed: int = 1234, progress: bool = True, log=print) -> dict:
+def noise_sweep(base: LearnerSpec, cache: str | Path, ratios=NOISE_RATIOS, lams=LAMBDA_GRID, finetune: float = 0.25,
+                prompts: int = 512, queries: int = 16, seed: int = 1234, progress: bool = True, log=print) -> dict:
     """Fig. 2: for each noise level (sigma/tau)^2 a learner trained on it, and its MSPD to
-    Ridge(lambda) over the grid; the paper finds the minimum at lambda = sigma^2 / tau^2."""
+    Ridge(lambda) over the grid; the paper finds the minimum at lambda = sigma^2 / tau^2.
+
+    To fit 2 cores, each noise level's learner is the (noiseless) ``base`` learner fine-tuned
+    on that noise for ``finetune * base.steps`` steps at half the learning rate; the noiseless
+    level is fine-tuned the same way, so every level gets the same training."""
+    parent = obtain(base, cache, progress, log)
     table, learners = [], {}
     for ratio in ratios:
-        spec = replace(base, sigma=float(np.sqrt(ratio) * base.tau))
-        learner = obtain(spec, cache, progress, log)
-        dist = spec.prompts
-        X, y, _, Q = dist.sample(np.random.default_rng(seed), prompts, spec.n, queries)
+        spec = replace(base, sigma=float(np.sqrt(ratio) * base.tau), steps=max(1, int(finetune * base.steps)),
+                       lr=base.lr / 2, warmup=0.1, curriculum=0.0, start=spec_id(base))
+        learner = obtain(spec, cache, progress, log, start=parent)
+        X, y, _, Q = spec.prompts.sample(np.random.default_rng(seed), prompts, spec.n, queries)
         ours = learner.predictor()(X, y, Q)
-        row = [metrics.mspd(metrics.spd(ours, ridge_or_ols(lam)(X, y, Q)), spec.d) / spec.d for lam in lams]
-        table.append(row)
-        learners[f"{ratio:g}"] = spec_key(spec)
+        table.append([metrics.mspd(metrics.spd(ours, ridge_or_ols(lam)(X, y, Q)), spec.d) / spec.d for lam in lams])
+        learners[f"{ratio:g}"] = str(cache_path(spec, cache))
     best = [lams[int(np.argmin(r))] for r in table]
-    return {"base": asdict(base), "ratios": list(ratios), "lams": list(lams), "mspd_over_d": table,
-            "best_lam": best, "diagonal": [b == r for b, r in zip(best, ratios)], "learners": learners,
-            "prompts": prompts, "queries": queries, "seed": seed}
+    return {"base": asdict(base), "finetune": finetune, "ratios": list(ratios), "lams": list(lams),
+            "mspd_over_d": table, "best_lam": best, "diagonal": [b == r for b, r in zip(best, ratios)],
+            "learners": learners, "prompts": prompts, "queries": queries, "seed": seed}
 
 
 def phase(base: LearnerSpec, cache: str | Path, depths=(1, 2, 4), widths=(16, 32, 64), prompts: int = 256,

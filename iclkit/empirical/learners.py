@@ -8,6 +8,8 @@ and cosine decay. Everything is seeded: the same spec gives the same weights.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from iclkit.empirical.predictors import Predictor
 from iclkit.empirical.prompts import Prompts, tokens
@@ -39,6 +42,7 @@ class LearnerSpec:
     weight_decay: float = 0.0
     curriculum: float = 0.0  # fraction of the steps over which the task dimension grows 1 -> d
     seed: int = 0
+    start: str = ""  # fine-tuning: the id (:func:`spec_id`) of the learner it starts from; "" = fresh init
 
     def __post_init__(self) -> None:
         for name in ("d", "n", "layers", "width", "heads", "steps", "batch"):
@@ -61,6 +65,11 @@ class LearnerSpec:
             attn_scale=1 / math.sqrt(head), ln_eps=1e-5, ln_affine=True, exact_mean=False, attn_ln=True, final_ln=True,
             dtype="float32",
         )
+
+
+def spec_id(spec: LearnerSpec) -> str:
+    """A short stable id of a spec (its fields, hashed): names cache files and fine-tuning parents."""
+    return hashlib.sha1(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def init_model(spec: LearnerSpec) -> Transformer:
@@ -151,11 +160,18 @@ def loss_on(model: Transformer, X: torch.Tensor, y: torch.Tensor, dim: int | Non
 
 
 def train(spec: LearnerSpec, checkpoint: str | Path | None = None, progress: bool = True,
-          log_every: int = 100, checkpoint_every: int = 2000) -> Learner:
-    """Train a learner from scratch; save to ``checkpoint`` every ``checkpoint_every`` steps
-    and at the end. The running loss is shown (rich) when ``progress``."""
+          log_every: int = 100, checkpoint_every: int = 2000, start: Learner | None = None) -> Learner:
+    """Train a learner, from scratch or (``spec.start`` set) from the weights of ``start``;
+    save to ``checkpoint`` every ``checkpoint_every`` steps and at the end. The running loss
+    is shown (rich) when ``progress``."""
     torch.manual_seed(spec.seed)
     learner = Learner(init_model(spec), spec)
+    if spec.start:
+        if start is None or spec_id(start.spec) != spec.start:
+            raise ValueError(f"spec.start = {spec.start!r} names the learner to fine-tune; pass that learner as start")
+        if start.model.cfg != spec.model_config():
+            raise ValueError("a fine-tuned learner must keep its parent's architecture (d, n, layers, width, heads)")
+        learner.model.load_state_dict(start.model.state_dict())
     model = learner.model
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), eps=1e-9,
                             weight_decay=spec.weight_decay)
@@ -176,8 +192,6 @@ def train(spec: LearnerSpec, checkpoint: str | Path | None = None, progress: boo
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         return loss.item()
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = [TextColumn("train {task.fields[name]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss/d {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn()]

@@ -9,6 +9,8 @@ it leaves unexplained (0 = perfect, 1 = no better than the mean).
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import torch
 from torch import nn
@@ -83,5 +85,5 @@ def probe(learner: Learner, prefixes: tuple[int, ...], train_prompts: int = 4096
                     results.append({"prefix": i, "target": name, "layer": layer, "kind": kind, "unexplained": err / var})
             log(f"probe: {name} after {i} examples: "
                 + ", ".join(f"L{r['layer']} {r['kind'][0]} {r['unexplained']:.3f}" for r in results[-2 * len(states):]))
-    return {"spec": learner.spec.__dict__ | {}, "prefixes": list(prefixes), "train_prompts": train_prompts,
+    return {"spec": asdict(learner.spec), "prefixes": list(prefixes), "train_prompts": train_prompts,
             "test_prompts": test_prompts, "steps": steps, "seed": seed, "results": results}
