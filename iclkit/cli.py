@@ -263,7 +263,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from iclkit.empirical.probes import probe
 
     learner = _learner(args)
-    prefixes = tuple(args.prefixes) if args.prefixes else (learner.spec.d // 2, learner.spec.d, learner.spec.n)
+    prefixes = tuple(args.prefixes) if args.prefixes else (learner.spec.d, learner.spec.n)
     result = probe(learner, prefixes, steps=args.probe_steps, log=console.print)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     plots.probe(result, Path(args.out, "probe.png"))
@@ -352,15 +352,15 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("phase", help="depth and width sweep: closest to GD, ridge or OLS (Fig. 3)")
     learner_options(p, "runs/phase")
-    p.add_argument("--depths", nargs="+", type=int, default=[1, 2, 4])
+    p.add_argument("--depths", nargs="+", type=int, default=[1, 2, 6])
     p.add_argument("--widths", nargs="+", type=int, default=[16, 32, 64])
     p.set_defaults(fn=cmd_phase)
 
     p = sub.add_parser("probe", help="linear and MLP probes for X^T y and w_OLS, per layer (Fig. 4)")
     learner_options(p, "runs/probe")
     p.add_argument("--model", default=None, help="a learner file; default: the spec options' learner from the cache")
-    p.add_argument("--prefixes", nargs="+", type=int, default=None, help="numbers of examples (default d/2, d, n)")
-    p.add_argument("--probe-steps", dest="probe_steps", type=int, default=1500)
+    p.add_argument("--prefixes", nargs="+", type=int, default=None, help="numbers of examples (default d and n)")
+    p.add_argument("--probe-steps", dest="probe_steps", type=int, default=1000)
     p.set_defaults(fn=cmd_probe)
 
     args = parser.parse_args(argv)

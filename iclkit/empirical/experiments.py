@@ -142,7 +142,7 @@ def noise_sweep(base: LearnerSpec, cache: str | Path, ratios=NOISE_RATIOS, lams=
             "learners": learners, "prompts": prompts, "queries": queries, "seed": seed}
 
 
-def phase(base: LearnerSpec, cache: str | Path, depths=(1, 2, 4), widths=(16, 32, 64), prompts: int = 256,
+def phase(base: LearnerSpec, cache: str | Path, depths=(1, 2, 6), widths=(16, 32, 64), prompts: int = 256,
           queries: int = 16, seed: int = 1234, progress: bool = True, log=print) -> dict:
     """Fig. 3: learners of several depths (at the base width) and widths (at the base depth),
     each scored by SPD/d (mean over prefixes 1..n-1) against one-step GD and Ridge at their

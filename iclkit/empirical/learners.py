@@ -29,13 +29,13 @@ class LearnerSpec:
     """Architecture, task distribution and optimisation of one trained learner."""
 
     d: int = 4
-    n: int = 16  # examples per training prompt
-    layers: int = 4
+    n: int = 8  # examples per training prompt
+    layers: int = 6
     width: int = 64
     heads: int = 4
     tau: float = 1.0
     sigma: float = 0.0
-    steps: int = 12000
+    steps: int = 20000
     batch: int = 64
     lr: float = 1e-3
     warmup: float = 0.2  # fraction of the steps

@@ -45,13 +45,16 @@ class Probe(nn.Module):
         return self.ff(self.W_v(pooled))
 
 
-def fit(states: torch.Tensor, target: torch.Tensor, kind: str, steps: int, seed: int, lr: float = 1e-3) -> Probe:
-    """Adam on the squared error, full batch (the states are pooled before projecting)."""
+def fit(states: torch.Tensor, target: torch.Tensor, kind: str, steps: int, seed: int, lr: float = 1e-3,
+        batch: int = 512) -> Probe:
+    """Adam on the squared error over random minibatches of the prompts."""
+    gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     probe = Probe(states.shape[1], states.shape[2], target.shape[1], kind)
     opt = torch.optim.Adam(probe.parameters(), lr=lr)
     for _ in range(steps):
-        loss = ((probe(states) - target) ** 2).mean()
+        rows = torch.randint(0, states.shape[0], (min(batch, states.shape[0]),), generator=gen)
+        loss = ((probe(states[rows]) - target[rows]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -59,7 +62,7 @@ def fit(states: torch.Tensor, target: torch.Tensor, kind: str, steps: int, seed:
 
 
 def probe(learner: Learner, prefixes: tuple[int, ...], train_prompts: int = 4096, test_prompts: int = 1024,
-          steps: int = 1500, seed: int = 4321, log=print) -> dict:
+          steps: int = 1000, seed: int = 4321, log=print) -> dict:
     """Unexplained variance of every (layer, target, prefix, kind) probe on held-out prompts."""
     spec = learner.spec
     if max(prefixes) > spec.n or min(prefixes) < 1:
