@@ -30,6 +30,10 @@ def test_prompt_distribution():
     noise = y - np.einsum("bnd,bd->bn", X, w)
     assert abs(noise.std() - 0.5) < 0.02
     assert dist.bayes_lam == 0.0625
+    Xt, yt = dist.sample_tensors(torch.Generator().manual_seed(0), 4000, 5, dim=2)  # the training sampler
+    assert abs(Xt[..., :2].mean().item() - 2.5) < 0.05 and torch.all(Xt[..., 2] == 0)
+    # Var y = tau^2 E|x_{1:2}|^2 + sigma^2 = 58.25; the estimate over 4000 prompts has sd about 2
+    assert abs(yt.var().item() - (4 * 2 * 7.25 + 0.25)) < 6
     with pytest.raises(ValueError, match="tau"):
         Prompts(3, tau=0.0)
 

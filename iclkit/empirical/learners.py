@@ -2,8 +2,8 @@
 :class:`~iclkit.transformer.Transformer`, trained to predict y_i at each x_i token (Eq. 8).
 
 Training follows the paper's recipe at CPU scale: fresh prompts every step, squared error on
-the y predictions only, Adam (b2 = 0.98) with linear warmup over the first fifth of the steps
-and cosine decay. Everything is seeded: the same spec gives the same weights.
+the y predictions only, Adam (b2 = 0.98, gradient norm clipped at 1) with linear warmup over
+the first fifth of the steps and cosine decay. Everything is seeded: the same spec gives the same weights.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class Learner:
     seconds: float = 0.0
 
     def predict(self, X, y) -> np.ndarray:
-        """Prediction of y_i from the first i-1 examples at each x_i: (B,n,d),(B,n) -> (B,n)."""
+        """At each x_i, the prediction of y_i from the examples before it: (B,n,d),(B,n) -> (B,n)."""
         n = X.shape[1]
         if X.shape[-1] != self.spec.d or 2 * n + 1 > self.model.cfg.max_len:
             raise ValueError(f"this learner reads d = {self.spec.d} and at most {(self.model.cfg.max_len - 1) // 2} "
@@ -176,16 +176,13 @@ def train(spec: LearnerSpec, checkpoint: str | Path | None = None, progress: boo
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), eps=1e-9,
                             weight_decay=spec.weight_decay)
     gen = torch.Generator().manual_seed(spec.seed + 1)
-    start, running = time.perf_counter(), []
+    t0, running = time.perf_counter(), []
 
     def step(i: int) -> float:
         for group in opt.param_groups:
             group["lr"] = lr_at(spec, i)
         dim = dim_at(spec, i)
-        X = torch.randn(spec.batch, spec.n, spec.d, generator=gen)
-        X[..., dim:] = 0
-        w = spec.tau * torch.randn(spec.batch, spec.d, generator=gen)
-        y = torch.einsum("bnd,bd->bn", X, w) + spec.sigma * torch.randn(spec.batch, spec.n, generator=gen)
+        X, y = spec.prompts.sample_tensors(gen, spec.batch, spec.n, dim)
         loss = loss_on(model, X, y, dim)
         opt.zero_grad()
         loss.backward()
@@ -204,7 +201,7 @@ def train(spec: LearnerSpec, checkpoint: str | Path | None = None, progress: boo
                 running = []
                 bar.update(task, completed=i + 1, loss=f"{learner.losses[-1]:.4f}")
             learner.steps_done = i + 1
-            learner.seconds = time.perf_counter() - start
+            learner.seconds = time.perf_counter() - t0
             if checkpoint and ((i + 1) % checkpoint_every == 0 or i + 1 == spec.steps):
                 learner.save(checkpoint)
     return learner

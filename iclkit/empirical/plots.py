@@ -29,8 +29,8 @@ def compare(result: dict, path: Path) -> None:
     for ax, metric in zip(axes, ("spd", "ilwd")):
         for name, c in result["against"].items():
             n = np.arange(len(c[metric]))
-            style = "--" if name.startswith("Constructed") else "-"
-            ax.plot(n[1:], c[metric][1:], style, label=name)
+            built = {"Constructed ridge(0.1)": "k", "Constructed GD(0.01)": "0.5"}
+            ax.plot(n[1:], c[metric][1:], "--" if name in built else "-", color=built.get(name), label=name)
             ax.fill_between(n[1:], c[f"{metric}_lo"][1:], c[f"{metric}_hi"][1:], alpha=0.15)
         ax.axvline(result["spec"]["d"], color="k", lw=0.5)
         ax.set(xlabel="number of in-context examples", ylabel=f"{metric.upper()} / d", yscale="log",

@@ -54,6 +54,15 @@ class Prompts:
             return X, y, w, self.x(rng, (batch, n, queries))
         return X, y, w
 
+    def sample_tensors(self, gen: torch.Generator, batch: int, n: int, dim: int | None = None):
+        """The same distribution as float32 torch tensors X (B,n,d), y (B,n), for training;
+        ``dim = k`` zeroes all but the first k coordinates of x (a curriculum stage)."""
+        X = self.x_shift + self.x_scale * torch.randn(batch, n, self.d, generator=gen)
+        if dim is not None:
+            X[..., dim:] = 0
+        w = self.tau * torch.randn(batch, self.d, generator=gen)
+        return X, torch.einsum("bnd,bd->bn", X, w) + self.sigma * torch.randn(batch, n, generator=gen)
+
 
 def tokens(X: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(B,n,d), (B,n) -> tokens (B, 2n+1, d+1): BOS, [0, x_1], [y_1, 0], ..., [y_n, 0].
