@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     learner_options(p, "runs/probe")
     p.add_argument("--model", default=None, help="a learner file; default: the spec options' learner from the cache")
     p.add_argument("--prefixes", nargs="+", type=int, default=None, help="numbers of examples (default d and n)")
-    p.add_argument("--probe-steps", dest="probe_steps", type=int, default=1000)
+    p.add_argument("--probe-steps", dest="probe_steps", type=int, default=3000)
     p.set_defaults(fn=cmd_probe)
 
     args = parser.parse_args(argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -67,7 +68,8 @@ def phase(result: dict, path: Path) -> None:
         for family in ("GD", "Ridge", "OLS"):
             ax.plot(xs, [r["fits"][family]["spd"] for r in runs], "o-", label=family)
         ax.set(xlabel=key, ylabel="SPD / d (mean over prefixes)", yscale="log", xscale="log", title=f"by {axis}")
-        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xticks(xs, [str(x) for x in xs], minor=False)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -61,8 +61,8 @@ def fit(states: torch.Tensor, target: torch.Tensor, kind: str, steps: int, seed:
     return probe
 
 
-def probe(learner: Learner, prefixes: tuple[int, ...], train_prompts: int = 4096, test_prompts: int = 1024,
-          steps: int = 1000, seed: int = 4321, log=print) -> dict:
+def probe(learner: Learner, prefixes: tuple[int, ...], train_prompts: int = 16384, test_prompts: int = 1024,
+          steps: int = 3000, seed: int = 4321, log=print) -> dict:
     """Unexplained variance of every (layer, target, prefix, kind) probe on held-out prompts."""
     spec = learner.spec
     if max(prefixes) > spec.n or min(prefixes) < 1:
