@@ -66,3 +66,20 @@ def test_compensated_mean_survives_cancelling_pads():
     exact = float(sum(Fraction(v) for v in h) / len(h))
     got = compensated_mean(torch.tensor(h)[None]).item()
     assert abs(got - exact) <= 4 * 2.0**-53 * abs(exact)
+
+
+def test_gpt_options_normalise_the_attention_input_and_the_readout():
+    """attn_ln and final_ln: attention and readout see LN(h), so h -> 3h + 5 changes neither."""
+    cfg = TransformerConfig(token_dim=3, width=8, num_layers=1, num_heads=2, head_dim=4, value_dim=4,
+                            mlp_width=8, max_len=6, attn_ln=True, final_ln=True, exact_mean=False)
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    layer, h = model.layers[0], torch.randn(2, 5, 8, dtype=torch.float64)
+    torch.testing.assert_close(layer.attention(3 * h + 5), layer.attention(h), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.final_ln(3 * h + 5) @ model.readout, model.final_ln(h) @ model.readout)
+    plain = Transformer(TransformerConfig(**{**cfg.__dict__, "attn_ln": False}))
+    plain.load_state_dict(model.state_dict(), strict=False)
+    assert not torch.allclose(plain.layers[0].attention(3 * h + 5), plain.layers[0].attention(h))

@@ -6,9 +6,11 @@ One layer::
     h <- h + W_out GeLU(W_in LN(h) + b_in) + b_out          (MLP on the LayerNorm'ed residual)
 
 GeLU is the exact erf form; LN is ``(x - mean) / sqrt(var + eps)`` over the whole residual
-vector (the mean summed with compensation, see :func:`compensated_mean`), optionally with a
-learned gain and bias (trained learners use them; constructions do not). Position 0 holds a BOS token, the attention sink. This file is the only
-implementation of the layer math in iclkit: constructed and trained models both run here.
+vector (the mean summed with compensation, see :func:`compensated_mean`). Position 0 holds a
+BOS token, the attention sink. Trained learners switch on the GPT-style options: a learned LN
+gain and bias, LN on the attention input (``attn_ln``) and before the readout (``final_ln``),
+and the plain mean; constructions use none of them. This file is the only implementation of
+the layer math in iclkit: constructed and trained models both run here.
 """
 
 from __future__ import annotations
