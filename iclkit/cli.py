@@ -78,7 +78,12 @@ def cmd_sizes(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    kw = {k: getattr(args, k) for k in ("lr", "lam") if getattr(args, k) is not None}
+    from iclkit.verify.numeric import DEFAULT_PARAMS
+
+    given = {k: getattr(args, k) for k in ("lr", "lam") if getattr(args, k) is not None}
+    if set(given) - set(DEFAULT_PARAMS[args.construction]):
+        raise ValueError(f"{args.construction} takes {sorted(DEFAULT_PARAMS[args.construction])}, not {sorted(given)}")
+    kw = DEFAULT_PARAMS[args.construction] | given  # the paper's values where not given
     c = REGISTRY[args.construction](args.d, args.n, dtype=args.dtype, mode=args.mode[0], **kw)
     c.save(args.out)
     console.print(f"wrote {args.out}: {args.construction} d={args.d} n={args.n}, {c.num_layers} layers, "
@@ -301,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("construction", choices=list(REGISTRY))
     p.add_argument("--d", type=int, required=True)
     p.add_argument("--n", type=int, default=1)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--lam", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None, help="default: the paper's 0.01 (sgd, gd)")
+    p.add_argument("--lam", type=float, default=None, help="default: the paper's 0.1")
     p.add_argument("--mode", nargs=1, default=["fused"], choices=["fused", "faithful"])
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--out", required=True)

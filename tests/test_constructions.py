@@ -119,3 +119,15 @@ def test_verify_main_job_passes(capsys):
     assert main(["verify", "--constructions", "sgd", "ridge", "--d", "2", "--n", "1", "2", "--trials", "4"]) == 0
     assert "pass" in capsys.readouterr().out
     assert main(["verify", "--constructions", "gd", "--d", "2", "--trials", "2", "--modes", "fused"]) == 0  # --n defaults
+
+
+def test_cli_build_defaults_and_refuses_a_wrong_parameter(tmp_path, capsys):
+    from iclkit.cli import main
+    from iclkit.transformer import Transformer
+
+    path = tmp_path / "sgd.safetensors"
+    assert main(["build", "sgd", "--d", "2", "--out", str(path)]) == 0  # lr, lam: the paper's 0.01, 0.1
+    params = Transformer.load(path)[1]["params"]
+    assert (params["lr"], params["lam"]) == (0.01, 0.1)
+    assert main(["build", "ridge", "--d", "2", "--lr", "0.1", "--out", str(path)]) == 2
+    assert "ridge takes ['lam'], not ['lr']" in capsys.readouterr().out
