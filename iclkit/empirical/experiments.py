@@ -1,4 +1,5 @@
-"""The paper's experiments at CPU scale (Figs. 1-4), as functions returning plain dicts.
+"""The paper's experiments at CPU scale (Figs. 1-3; Fig. 4's probes are in
+:mod:`iclkit.empirical.probes`), as functions returning plain dicts.
 
 Each experiment samples seeded prompts, runs every predictor prefix by prefix on the same
 prompts and queries, and scores them with :mod:`iclkit.empirical.metrics`. Learners come from
@@ -82,6 +83,8 @@ def compare(learner: Learner, prompts: int = 256, queries: int = 32, constructed
     own algorithm: the harness checks itself. ``x_scale``/``x_shift`` evaluate on the shifted
     input distributions of the paper's code (the learner was trained on x ~ N(0, I))."""
     spec = learner.spec
+    if spec.n <= spec.d:
+        raise ValueError(f"compare scores n >= d examples: the learner must read n > d, got n = {spec.n}, d = {spec.d}")
     dist = replace(spec.prompts, x_scale=x_scale, x_shift=x_shift)
     X, y, _, Q = dist.sample(np.random.default_rng(seed), prompts, spec.n, queries)
     log(f"compare: {prompts} prompts of {spec.n} examples, {queries} queries per prefix")
