@@ -147,13 +147,15 @@ def _spec(args: argparse.Namespace):
     return LearnerSpec(**{f: getattr(args, f) for f in fields}, sigma=args.sigma)
 
 
-def _write(out: str, name: str, result: dict, header: list[str], rows: list[list]) -> None:
-    """``<out>/<name>.json`` (everything) and ``<out>/<name>.csv`` (the table)."""
+def _write(out: str, name: str, result: dict, header: list[str], rows: list[list], plot) -> None:
+    """``<out>/<name>.json`` (everything), ``<name>.csv`` (the table) and ``<name>.png``
+    (``plot(result, path)``)."""
     import csv
     import json
     from pathlib import Path
 
     Path(out).mkdir(parents=True, exist_ok=True)
+    plot(result, Path(out, f"{name}.png"))
     Path(out, f"{name}.json").write_text(json.dumps(result, indent=1))
     with open(Path(out, f"{name}.csv"), "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
@@ -177,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from iclkit.empirical import plots
     from iclkit.empirical.experiments import cache_path
-    from iclkit.empirical.learners import train
+    from iclkit.empirical.learners import ols_loss, train
 
     spec = _spec(args)
     cached = cache_path(spec, args.cache)
@@ -185,32 +187,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     learner = train(spec, checkpoint=cached, log_every=args.log_every)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     shutil.copy(cached, Path(args.out, "learner.safetensors"))
-    optimum = sum(max(0, spec.d - i) for i in range(spec.n)) / (spec.d * spec.n) if spec.sigma == 0 else None
+    optimum = ols_loss(spec)
     result = {"spec": asdict(spec), "seconds": learner.seconds, "log_every": args.log_every, "losses": learner.losses,
               "final_loss": learner.losses[-1], "ols_loss": optimum, "parameters": learner.model.num_parameters()}
-    plots.loss_curve(learner.losses, args.log_every, Path(args.out, "train.png"), optimum)
     _write(args.out, "train", result, ["step", "loss_over_d"],
-           [[(i + 1) * args.log_every, v] for i, v in enumerate(learner.losses)])
+           [[(i + 1) * args.log_every, v] for i, v in enumerate(learner.losses)], plots.loss_curve)
     console.print(f"trained in {learner.seconds:.0f} s; final loss/d {learner.losses[-1]:.4f}"
                   + (f" (OLS: {optimum:.4f})" if optimum is not None else "") + f"; model in {args.out}/learner.safetensors")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from iclkit.empirical import plots
     from iclkit.empirical.experiments import compare, compare_targets
 
     result = compare(_learner(args), prompts=args.prompts, queries=args.queries, x_scale=args.x_scale,
                      x_shift=args.x_shift, log=console.print)
     result["targets"] = compare_targets(result)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    plots.compare(result, Path(args.out, "compare.png"))
     rows = [[name, i, c["spd"][i], c["spd_lo"][i], c["spd_hi"][i], c["ilwd"][i], c["ilwd_lo"][i], c["ilwd_hi"][i]]
             for name, c in result["against"].items() for i in range(1, len(c["spd"]))]
     _write(args.out, "compare", result, ["predictor", "examples", "spd_over_d", "spd_lo", "spd_hi", "ilwd_over_d",
-                                         "ilwd_lo", "ilwd_hi"], rows)
+                                         "ilwd_lo", "ilwd_hi"], rows, plots.compare)
     table = Table("learner vs", "SPD/d max (n>=d)", "SPD/d mean", "ILWD/d max", "ILWD/d mean", "MSPD/d (n<d)")
     for name, s in sorted(result["summary"].items(), key=lambda kv: kv[1]["spd_mean"]):
         table.add_row(name, *(_fmt(s[k]) for k in ("spd_max", "spd_mean", "ilwd_max", "ilwd_mean", "mspd")))
@@ -224,16 +221,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_noise_sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from iclkit.empirical import plots
     from iclkit.empirical.experiments import noise_sweep
 
     result = noise_sweep(_spec(args), args.cache, ratios=tuple(args.ratios), lams=tuple(args.lams), log=console.print)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    plots.noise_sweep(result, Path(args.out, "noise_sweep.png"))
     rows = [[r, lam, v] for r, row in zip(result["ratios"], result["mspd_over_d"]) for lam, v in zip(result["lams"], row)]
-    _write(args.out, "noise_sweep", result, ["noise_ratio", "lam", "mspd_over_d"], rows)
+    _write(args.out, "noise_sweep", result, ["noise_ratio", "lam", "mspd_over_d"], rows, plots.noise_sweep)
     table = Table("(sigma/tau)^2", *(f"lam={lam:.3g}" for lam in result["lams"]), "best lam", "on diagonal")
     for r, row, best, ok in zip(result["ratios"], result["mspd_over_d"], result["best_lam"], result["diagonal"]):
         table.add_row(f"{r:.3g}", *(_fmt(v) for v in row), f"{best:.3g}", str(ok))
@@ -242,16 +235,12 @@ def cmd_noise_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_phase(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from iclkit.empirical import plots
     from iclkit.empirical.experiments import phase
 
     result = phase(_spec(args), args.cache, depths=tuple(args.depths), widths=tuple(args.widths), log=console.print)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    plots.phase(result, Path(args.out, "phase.png"))
     rows = [[r["axis"], r["layers"], r["width"], f, fit["best"], fit["spd"]] for r in result["runs"] for f, fit in r["fits"].items()]
-    _write(args.out, "phase", result, ["axis", "layers", "width", "family", "best_member", "spd_over_d"], rows)
+    _write(args.out, "phase", result, ["axis", "layers", "width", "family", "best_member", "spd_over_d"], rows, plots.phase)
     table = Table("sweep", "layers", "width", "GD (best)", "Ridge (best)", "OLS", "closest")
     for r in result["runs"]:
         f = r["fits"]
@@ -262,18 +251,14 @@ def cmd_phase(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from iclkit.empirical import plots
     from iclkit.empirical.probes import probe
 
     learner = _learner(args)
     prefixes = tuple(args.prefixes) if args.prefixes else (learner.spec.d, learner.spec.n)
     result = probe(learner, prefixes, steps=args.probe_steps, log=console.print)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    plots.probe(result, Path(args.out, "probe.png"))
     keys = ["prefix", "target", "layer", "kind", "unexplained"]
-    _write(args.out, "probe", result, keys, [[r[k] for k in keys] for r in result["results"]])
+    _write(args.out, "probe", result, keys, [[r[k] for k in keys] for r in result["results"]], plots.probe)
     return 0
 
 

@@ -159,6 +159,15 @@ def loss_on(model: Transformer, X: torch.Tensor, y: torch.Tensor, dim: int | Non
     return ((pred - y) ** 2).mean() / (dim or X.shape[-1])
 
 
+def ols_loss(spec: LearnerSpec) -> float | None:
+    """The training loss / d of min-norm OLS, the optimum on noiseless prompts: with i < d
+    examples it misses the (d - i)/d share of y's variance that the examples leave open;
+    None for noisy prompts."""
+    if spec.sigma != 0:
+        return None
+    return sum(max(0, spec.d - i) for i in range(spec.n)) / (spec.d * spec.n)
+
+
 def train(spec: LearnerSpec, checkpoint: str | Path | None = None, progress: bool = True,
           log_every: int = 100, checkpoint_every: int = 2000, start: Learner | None = None) -> Learner:
     """Train a learner, from scratch or (``spec.start`` set) from the weights of ``start``;

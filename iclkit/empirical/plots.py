@@ -12,11 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def loss_curve(losses: list[float], log_every: int, path: Path, optimum: float | None = None) -> None:
+def loss_curve(result: dict, path: Path) -> None:
+    """The running training loss / d, and the OLS optimum for noiseless prompts."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(np.arange(1, len(losses) + 1) * log_every, losses, label="learner")
-    if optimum is not None:
-        ax.axhline(optimum, color="k", ls=":", label="OLS (optimal, noiseless)")
+    losses = result["losses"]
+    ax.plot(np.arange(1, len(losses) + 1) * result["log_every"], losses, label="learner")
+    if result["ols_loss"] is not None:
+        ax.axhline(result["ols_loss"], color="k", ls=":", label="OLS (optimal, noiseless)")
     ax.set(xlabel="step", ylabel="training loss / d", yscale="log", title="training")
     ax.legend()
     fig.tight_layout()
