@@ -155,16 +155,19 @@ def phase(base: LearnerSpec, cache: str | Path, depths=(1, 2, 6), widths=(16, 32
     families = {"GD": {f"GD({a})": algorithm("gd", lr=a)(X, y, Q) for a in GD_STEPS},
                 "Ridge": {f"Ridge({lam})": algorithm("ridge", lam=lam)(X, y, Q) for lam in RIDGE_LAMS},
                 "OLS": {"OLS": algorithm("ols")(X, y, Q)}}
+    scored: dict[LearnerSpec, dict] = {}  # the base spec sits in both sweeps: score it once
     runs = []
     sweeps = [("depth", replace(base, layers=L)) for L in depths] + [("width", replace(base, width=H)) for H in widths]
     for axis, spec in sweeps:
-        learner = obtain(spec, cache, progress, log)
-        ours = learner.predictor()(X, y, Q)
-        fits = {}
-        for family, members in families.items():
-            scores = {name: float(metrics.spd(ours, p)[1:].mean() / spec.d) for name, p in members.items()}
-            best = min(scores, key=scores.get)
-            fits[family] = {"best": best, "spd": scores[best]}
-        runs.append({"axis": axis, "layers": spec.layers, "width": spec.width, "fits": fits,
-                     "closest": min(fits, key=lambda f: fits[f]["spd"]), "parameters": learner.model.num_parameters()})
+        if spec not in scored:
+            learner = obtain(spec, cache, progress, log)
+            ours = learner.predictor()(X, y, Q)
+            fits = {}
+            for family, members in families.items():
+                scores = {name: float(metrics.spd(ours, p)[1:].mean() / spec.d) for name, p in members.items()}
+                best = min(scores, key=scores.get)
+                fits[family] = {"best": best, "spd": scores[best]}
+            scored[spec] = {"layers": spec.layers, "width": spec.width, "fits": fits,
+                            "closest": min(fits, key=lambda f: fits[f]["spd"]), "parameters": learner.model.num_parameters()}
+        runs.append({"axis": axis, **scored[spec]})
     return {"base": asdict(base), "runs": runs, "prompts": prompts, "queries": queries, "seed": seed}
