@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from iclkit.cli import main
+from iclkit.constructions.base import prompt_tokens
 from iclkit.empirical import metrics, probes
 from iclkit.empirical.learners import Learner, LearnerSpec, dim_at, init_model, loss_on, lr_at, train
 from iclkit.empirical.prompts import Prompts, tokens
@@ -21,6 +22,8 @@ def test_tokens_put_x_and_y_where_the_constructions_do():
     assert t.shape == (1, 7, 3) and torch.all(t[0, 0] == 0)
     assert t[0, 1].tolist() == [0.0, 0.0, 1.0] and t[0, 2].tolist() == [10.0, 0.0, 0.0]
     assert t[0, 5].tolist() == [0.0, 4.0, 5.0] and t[0, 6].tolist() == [30.0, 0.0, 0.0]
+    # the constructions' prompt is the same tokens, then the query
+    assert np.array_equal(t.numpy(), prompt_tokens(X, y, np.zeros((1, 2)))[:, :-1])
 
 
 def test_prompt_distribution():

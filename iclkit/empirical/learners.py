@@ -95,15 +95,20 @@ class Learner:
     losses: list[float] = field(default_factory=list)  # running loss / d, every `log_every` steps
     seconds: float = 0.0
 
-    def predict(self, X, y) -> np.ndarray:
-        """At each x_i, the prediction of y_i from the examples before it: (B,n,d),(B,n) -> (B,n)."""
+    def run(self, X, y, return_states: bool = False):
+        """The model on the prompts (B,n,d),(B,n), without gradients: its readout at every
+        token, and with ``return_states`` the residual after every layer."""
         n = X.shape[1]
         if X.shape[-1] != self.spec.d or 2 * n + 1 > self.model.cfg.max_len:
             raise ValueError(f"this learner reads d = {self.spec.d} and at most {(self.model.cfg.max_len - 1) // 2} "
                              f"examples; got X of shape {tuple(X.shape)}")
         with torch.no_grad():
-            out = self.model(tokens(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)))
-        return out[:, 1::2].double().numpy()
+            return self.model(tokens(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)),
+                              return_states=return_states)
+
+    def predict(self, X, y) -> np.ndarray:
+        """At each x_i, the prediction of y_i from the examples before it: (B,n,d),(B,n) -> (B,n)."""
+        return self.run(X, y)[:, 1::2].double().numpy()
 
     def predictor(self, chunk: int = 8192) -> Predictor:
         """The learner in the prefix interface of :mod:`iclkit.empirical.predictors`: the
@@ -173,7 +178,6 @@ def train(spec: LearnerSpec, checkpoint: str | Path | None = None, progress: boo
     """Train a learner, from scratch or (``spec.start`` set) from the weights of ``start``;
     save to ``checkpoint`` every ``checkpoint_every`` steps and at the end. The running loss
     is shown (rich) when ``progress``."""
-    torch.manual_seed(spec.seed)
     learner = Learner(init_model(spec), spec)
     if spec.start:
         if start is None or spec_id(start.spec) != spec.start:

@@ -17,7 +17,6 @@ from torch import nn
 
 from iclkit import algorithms
 from iclkit.empirical.learners import Learner
-from iclkit.empirical.prompts import tokens
 
 TARGETS = ("XTy", "w_OLS")
 KINDS = ("linear", "mlp")
@@ -68,9 +67,7 @@ def probe(learner: Learner, prefixes: tuple[int, ...], train_prompts: int = 1638
     if max(prefixes) > spec.n or min(prefixes) < 1:
         raise ValueError(f"probe prefixes must lie in 1..{spec.n} (the learner's n), got {prefixes}")
     X, y, _ = spec.prompts.sample(np.random.default_rng(seed), train_prompts + test_prompts, spec.n)
-    with torch.no_grad():
-        _, states = learner.model(tokens(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)),
-                                  return_states=True)
+    _, states = learner.run(X, y, return_states=True)
     results = []
     for i in prefixes:
         values = target_values(X, y, i)
