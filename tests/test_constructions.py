@@ -49,12 +49,53 @@ def test_stacked_meets_the_accuracy_target(name):
 
 @pytest.mark.parametrize("mode", ["faithful", "fused"])
 def test_stacked_sgd_has_a_finite_certificate(mode):
-    """The contraction certificate (rho <= 1 on the domain) is finite where the generic
+    """The contraction certificate (rho <= 1 on this domain) is finite where the generic
     per-op analysis is vacuous, and the measured error is under it."""
-    c = C.sgd(4, 12, lr=0.01, lam=0.1, mode=mode)
-    assert c.contraction_bound is not None and c.error_bound < 1e-3 < c.compiled.error_bounds["yhat"]
+    c = C.sgd(4, 12, lr=0.01, lam=0.1, mode=mode, x_norm=4.0)
+    assert np.isfinite(c.error_bound) and c.error_bound < 1e-3 < c.compiled.error_bounds["yhat"]
     X, y, xq = sample_problems(4, 12, 16, seed=11)
+    X, xq = X * 0.8 / np.linalg.norm(X, axis=-1, keepdims=True).max(), xq / np.linalg.norm(xq, axis=-1).max()
     assert np.abs(c.predict(X, y, xq) - closed_form(c, X, y, xq)).max() <= c.error_bound
+
+
+@pytest.mark.parametrize("name, kw", [("sgd", {"lr": 0.1}), ("gd", {"lr": 0.2, "lam": 0.1}), ("ridge", {"lam": 0.01})])
+@pytest.mark.parametrize("mode", ["fused", "faithful"])
+def test_per_prompt_certificate_is_sound_and_tight(name, kw, mode):
+    """certify bounds every prompt's error (sound), is far below the domain-wide bound, and is
+    no more than 1e4 times the measured error at its largest (the README reports the ratios)."""
+    c = C.REGISTRY[name](4, 10, mode=mode, **kw)
+    X, y, xq = sample_problems(4, 10, 16, seed=13)
+    err = np.abs(c.predict(X, y, xq) - closed_form(c, X, y, xq))
+    cert = c.certify(X, y, xq)
+    assert cert.shape == (16,) and np.all(err <= cert)
+    assert cert.max() <= 1e4 * err.max() and cert.max() < 1e-5
+
+
+def test_certificate_catches_a_corrupted_weight():
+    """A weight changed after compilation: the per-prompt certificate (built for the compiled
+    weights) is then exceeded, which is how a reviewer's corrupted model shows up."""
+    c = C.ridge(3, 2, lam=0.1)
+    X, y, xq = sample_problems(3, 2, 8, seed=2)
+    with __import__("torch").no_grad():
+        c.model.layers[1].W_out.mul_(1.0 + 1e-6)
+    err = np.abs(c.predict(X, y, xq) - closed_form(c, X, y, xq))
+    assert np.any(err > c.certify(X, y, xq))
+
+
+def test_sgd_at_the_papers_learning_rates_is_accurate_or_refused():
+    """d = 8, n = 40, lr in the paper's grid: within 1e-8 (1 + |y_hat|) (issue target), or
+    refused by the guard (lr 0.2: exact SGD diverges); never a silent wrong number."""
+    X, y, xq = sample_problems(8, 40, 8, seed=4)
+    for lr in (0.05, 0.1, 0.2):
+        c = C.sgd(8, 40, lr=lr)
+        try:
+            pred = c.predict(X, y, xq)
+        except BoundError as e:
+            assert lr == 0.2 and "w" in str(e)
+            continue
+        exact = closed_form(c, X, y, xq)
+        assert (np.abs(pred - exact) / (1 + np.abs(exact))).max() <= 1e-8
+        assert np.all(np.abs(pred - exact) <= c.certify(X, y, xq))
 
 
 def test_every_x_column_predicts_with_its_prefix():
@@ -91,8 +132,22 @@ def test_bad_input_is_refused_with_reasons():
         c.predict(X[0], np.array([1.0, np.inf, 0.0]), xq[0])
     with pytest.raises(BoundError, match="x_norm"):
         c.predict(X[0] * 100, y[0], xq[0])
-    with pytest.raises(ValueError, match="lam > 0"):
+    with pytest.raises(ValueError, match="lam must be finite and > 0"):
         C.ridge(2, 1, lam=0.0)
+    for make, name in ((lambda: C.sgd(2, 1, lr=0.1, lam=np.nan), "lam"), (lambda: C.sgd(2, 1, lr=np.inf), "lr"),
+                       (lambda: C.sgd(2, 1, lr=-0.1), "lr"), (lambda: C.gd(2, 1, lr=0.1, lam=np.nan), "lam"),
+                       (lambda: C.ridge(2, 1, lam=np.inf), "lam"), (lambda: C.ridge(2, 1, lam=0.1, y_bound=np.inf), "y_bound"),
+                       (lambda: C.sgd(2, 1, lr=0.1, x_norm=0.0), "x_norm"), (lambda: C.sgd(2, 1, lr=0.1, w_bound=np.nan), "w_bound")):
+        with pytest.raises(ValueError, match=name):
+            make()
+    with pytest.raises(ValueError, match="w0 must be finite"):
+        C.sgd(2, 1, lr=0.1, w0=[np.nan, 0.0])
+    with pytest.raises(ValueError, match="empty"):
+        c.predict(np.zeros((0, 3, 2)), np.zeros((0, 3)), np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="real numbers"):
+        c.predict(X[0] + 1j, y[0], xq[0])
+    with pytest.raises(ValueError, match="real numbers"):
+        c.predict(X[0] > 0, y[0], xq[0])
     with pytest.raises(ValueError, match="positive integer"):
         C.gd(0, 1, lr=0.1)
     with pytest.raises(ValueError, match="w0 must have shape"):

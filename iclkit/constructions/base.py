@@ -59,6 +59,7 @@ class Construction:
     mode: str
     paper: dict = field(default_factory=dict)  # the paper's counts, where it states them
     contraction_bound: float | None = None  # a construction-specific certificate, where one exists
+    domain: dict = field(default_factory=dict)  # further bounds the constants are sized for (e.g. w_bound)
 
     # ---- what it is --------------------------------------------------------------------------
     @property
@@ -90,6 +91,17 @@ class Construction:
         generic = self.compiled.error_bounds["yhat"]
         return generic if self.contraction_bound is None else min(generic, self.contraction_bound)
 
+    def certify(self, X, y, xq):
+        """A rigorous bound on |transformer y_hat - exact y_hat| for these prompts (a float, or
+        shape (batch,)): the a-posteriori analysis of :mod:`iclkit.primitives.certify` on this
+        run, far tighter than :attr:`error_bound`. Valid wherever it is finite, in or out of
+        the domain (outside it, :meth:`predict` refuses; the certificate still holds)."""
+        X, y, xq, single = self._batch(X, y, xq)
+        from iclkit.primitives.certify import certify
+
+        bound = certify(self.compiled, self.inputs(X, y, xq), "yhat")
+        return float(bound[0]) if single else bound
+
     def sizes(self) -> dict:
         cfg = self.model.cfg
         return {
@@ -101,12 +113,14 @@ class Construction:
 
     # ---- prompts --------------------------------------------------------------------------
     def _batch(self, X, y, xq) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-        X, y, xq = (np.asarray(a, dtype=float) for a in (X, y, xq))
+        X, y, xq = (as_real_array(a, name) for a, name in ((X, "X"), (y, "y"), (xq, "xq")))
         single = X.ndim == 2
         if single:
             X, y, xq = X[None], y[None], xq[None]
         if X.ndim != 3 or X.shape[1:] != (self.n, self.d):
             raise ValueError(f"X must have shape ({self.n}, {self.d}) or (batch, {self.n}, {self.d}) for this {self.name} construction (n={self.n}, d={self.d}), got {np.shape(X[0] if single else X)}")
+        if X.shape[0] == 0:
+            raise ValueError("the batch is empty: X has shape (0, n, d)")
         if y.shape != X.shape[:2]:
             raise ValueError(f"y must have shape {X.shape[1:2] if single else X.shape[:2]}, got {y.shape[1:] if single else y.shape}")
         if xq.shape != (X.shape[0], self.d):
@@ -149,6 +163,7 @@ class Construction:
         meta = {"construction": self.name, "d": self.d, "n": self.n, "mode": self.mode,
                 "params": {k: np.asarray(v).tolist() for k, v in self.params.items()},
                 "layout": self.layout.to_dict(), "x_norm": self.x_norm, "y_bound": self.y_bound,
+                "domain": self.domain, "dtype": self.model.cfg.dtype, "levels": self.compiled.context.levels,
                 "error_bound": self.error_bound}
         self.model.save(path, meta)
 
@@ -163,13 +178,13 @@ DEFAULT_LEVELS = {"float64": 4, "float32": 2}  # Richardson scales per GeLU prod
 
 
 def build(name: str, program: Program, *, d: int, n: int, params: dict, x_norm: float, y_bound: float,
-          dtype: str, mode: str, levels: int | None, paper: dict | None = None) -> Construction:
+          dtype: str, mode: str, levels: int | None, paper: dict | None = None, domain: dict | None = None) -> Construction:
     """Compile a construction's program for prompts of n examples (2n+2 columns)."""
     if dtype not in DEFAULT_LEVELS:
         raise ValueError(f"dtype must be one of {sorted(DEFAULT_LEVELS)}, got {dtype!r}")
     levels = DEFAULT_LEVELS[dtype] if levels is None else levels
     compiled = compile_program(program, max_len=2 * n + 2, dtype=dtype, mode=mode, levels=levels, output="yhat")
-    return Construction(name, d, n, params, compiled, x_norm, y_bound, mode, paper or {})
+    return Construction(name, d, n, params, compiled, x_norm, y_bound, mode, paper or {}, domain=domain or {})
 
 
 def is_symbolic(*values) -> bool:
@@ -187,16 +202,44 @@ class NoBounds(dict):
 def step_params(name: str, d: int, n: int, lr: float, lam: float, w0, x_norm, y_bound):
     """Validate a gradient method's parameters; fill in w0 = 0 and the default domain."""
     check_sizes(d, n)
-    if not lr > 0 or lam < 0:
-        raise ValueError(f"{name} needs lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
-    w0 = np.zeros(d) if w0 is None else np.asarray(w0, dtype=float)
+    check_bound("lr", lr)
+    check_bound("lam", lam, zero_ok=True)
+    w0 = np.zeros(d) if w0 is None else as_real_array(w0, "w0")
     if w0.shape != (d,):
         raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
-    x_norm = default_x_norm(d) if x_norm is None else x_norm
-    return w0, x_norm, default_y_bound(d) if y_bound is None else y_bound
+    if not np.all(np.isfinite(w0)):
+        raise ValueError(f"w0 must be finite, got {w0}")
+    return w0, *domain_params(d, x_norm, y_bound)
+
+
+def domain_params(d: int, x_norm, y_bound) -> tuple[float, float]:
+    """The certified domain's |x| and |y| bounds, checked, defaults filled in."""
+    x_norm = default_x_norm(d) if x_norm is None else check_bound("x_norm", x_norm)
+    return x_norm, default_y_bound(d) if y_bound is None else check_bound("y_bound", y_bound)
+
+
+def check_bound(name: str, value, zero_ok: bool = False) -> float:
+    """A finite real number > 0 (or >= 0): else ``ValueError`` naming the parameter."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise ValueError(f"{name} must be finite and {'>= 0' if zero_ok else '> 0'}, got {value}")
+    return value
+
+
+def as_real_array(a, name: str) -> np.ndarray:
+    """``a`` as a float array; complex, boolean and non-numeric input is refused by name."""
+    arr = np.asarray(a)
+    if arr.dtype == bool or np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == object):
+        raise ValueError(f"{name} must hold real numbers, got an array of {arr.dtype}")
+    try:
+        return arr.astype(float)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must hold real numbers: {e}") from None
 
 
 def check_sizes(d: int, n: int) -> None:
     for name, v in (("d", d), ("n", n)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import (Construction, NoBounds, build, check_sizes, default_x_norm, default_y_bound,
-                                       is_symbolic)
+from iclkit.constructions.base import Construction, NoBounds, build, check_bound, check_sizes, domain_params, is_symbolic
 from iclkit.primitives import Aff, Parallel, Program, aff, div, dot, mov, mul
 
 
@@ -98,11 +97,60 @@ def ridge(d: int, n: int, *, lam: float, x_norm: float | None = None, y_bound: f
     """A transformer computing ridge regression over its n in-context examples by n
     Sherman–Morrison updates (Theorem 2 at n=1). Matches :func:`iclkit.algorithms.ridge`."""
     check_sizes(d, n)
-    if not lam > 0:
-        raise ValueError(f"ridge needs lam > 0, got {lam}")
-    x_norm = default_x_norm(d) if x_norm is None else x_norm
-    y_bound = default_y_bound(d) if y_bound is None else y_bound
+    check_bound("lam", lam)
+    x_norm, y_bound = domain_params(d, x_norm, y_bound)
     program = ridge_program(d, n, lam=lam, x_norm=x_norm, y_bound=y_bound, mode=mode)
     paper = {"layers": 14 if n == 1 else None, "rows": 3 + 5 * d + 3 * d * d}
-    return build("ridge", program, d=d, n=n, params={"lam": lam}, x_norm=x_norm, y_bound=y_bound,
-                 dtype=dtype, mode=mode, levels=levels, paper=paper)
+    c = build("ridge", program, d=d, n=n, params={"lam": lam}, x_norm=x_norm, y_bound=y_bound,
+              dtype=dtype, mode=mode, levels=levels, paper=paper)
+    c.contraction_bound = sherman_morrison_bound(c, lam)
+    return c
+
+
+def sherman_morrison_bound(c: Construction, lam: float) -> float:
+    """A domain-wide certificate for stacked ridge, through A = (A^-1)^-1, where the errors
+    simply add up. Let P~_k be the transformer's A^-1 after k examples. Block k applies the
+    exact Sherman–Morrison map to P~_{k-1} up to its own error delta_k (its ops run on the P~
+    it holds), so ``A~_k = A~_{k-1} + x x^T + Delta_k`` with
+    ``|Delta_k| <= a^2 eta / (1 - a eta)``, a >= |A~_{k-1} + x x^T| (<= lam + k X^2 + the
+    Deltas so far), eta = d delta_k (2-norm of a d x d error). Then
+    ``|P~_k - P_k| <= S/lam^2 / (1 - S/lam)``, S = sum Delta. For w (fused, recursive
+    least squares): the gain is exactly SM(P~_{k-1}) x up to the block's own error eps_k, so
+    ``B_k = A~_k w~_k`` obeys ``B_k = B_{k-1} + x y + Delta_k w~_k + (A~_{k-1} + x x^T) eps_k``,
+    while ``b_k = A_k w_k = sum x y``; hence ``w~_n - w_n = P~_n (B_n - b_n) + (P~_n - P_n) b_n``.
+    The faithful b-form carries b itself: its error is the generic analysis of the b ops.
+    Finite while every a eta < 1 and S < lam; infinite (refused at build) otherwise."""
+    ops, d, n = c.compiled.program.ops, c.d, c.n
+    X, Y = c.x_norm, c.y_bound
+    start = dict(c.compiled.error_bounds)  # x, y as every block reads them
+    if c.mode == "fused":
+        first = 3
+        block = ops[first:first + 7] + (ops[first + 7:first + 9] if n > 1 else [ops[-2]])  # + the update's affs
+    else:
+        first = 3
+        block = ops[first:first + 7] + ([ops[first + 7]] if n > 1 else [])  # + the next block's move of A^-1
+    w_bound = float(c.compiled.slot_bounds["w"])
+    init = c.compiled.propagate(ops[:first], start)
+    eta0 = d * init["A_inv"]  # A~_0 from the rounding of I/lam, as every later Delta
+    S = lam * lam * eta0 / (1 - lam * eta0)
+    E_P = E_w = 0.0
+    B_err = 0.0
+    for k in range(1, n + 1):
+        errs = c.compiled.propagate(block, start | {"A_inv": 0.0, "w": 0.0}, slack={"A_inv": E_P, "w": E_w})
+        eta = d * errs["A_inv"]
+        a = lam + k * X * X + S
+        if a * eta >= 1:
+            return float("inf")
+        Delta = a * a * eta / (1 - a * eta)
+        S += Delta
+        if S >= lam:
+            return float("inf")
+        E_P = S / lam**2 / (1 - S / lam)
+        if c.mode == "fused":
+            B_err += Delta * (w_bound + E_w) + a * np.sqrt(d) * errs["w"]
+            E_w = (1 / lam + E_P) * B_err + E_P * k * X * Y
+    if c.mode == "fused":
+        return c.compiled.propagate(ops[-1:], start | {"w": E_w})["yhat"]
+    b_ops = [op for op in ops if op.dst in ("xy", "b", "b_prev")]
+    b_err = c.compiled.propagate(b_ops, start)
+    return c.compiled.propagate(ops[-4:] if n == 1 else ops[-3:], b_err | {"A_inv": E_P})["yhat"]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import Construction, NoBounds, build, is_symbolic, step_params
+from iclkit.constructions.base import (Construction, NoBounds, build, check_bound, default_x_norm, is_symbolic,
+                                       step_params)
 from iclkit.primitives import Aff, Program, aff, dot, mov, mul
 
 
@@ -33,13 +34,26 @@ def sgd_weight_bound(d: int, n: int, lr: float, lam: float, w0: np.ndarray, X: f
     return bound
 
 
-def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm: float, y_bound: float, mode: str) -> Program:
-    """The op chain; ``faithful`` follows the paper op for op, ``fused`` is written for packing."""
+def default_w_bound(d: int, n: int, lr: float, lam: float, w0: np.ndarray, X: float, Y: float) -> float:
+    """The bound on the iterates |w_k| that the constants are sized for (the guard refuses
+    prompts whose exact iterates exceed it). The worst case over the domain
+    (:func:`sgd_weight_bound`) where that is smaller; otherwise what noiseless prompts reach:
+    for ``y = w*.x`` a step with ``2 lr (|x|^2 + lam) <= 2`` moves w towards w* (times a
+    map of norm <= 1, plus the shrink ``2 lr lam |w*|``), so ``|w_k| <= |w0| + 2 |w*|``,
+    and |w*| <= sqrt(d) + 6 for w* ~ N(0, I) but with probability below e^{-18}."""
+    typical = float(np.linalg.norm(w0)) + 2 * default_x_norm(d)
+    return min(sgd_weight_bound(d, n, lr, lam, w0, X, Y), typical)
+
+
+def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm: float, y_bound: float, mode: str,
+                w_bound: float | None = None) -> Program:
+    """The op chain; ``faithful`` follows the paper op for op, ``fused`` is written for packing.
+    ``w_bound`` bounds the iterates (default :func:`default_w_bound`)."""
     X, Y = x_norm, y_bound
     if is_symbolic(lr, lam, w0):
         B = NoBounds()
     else:
-        W = sgd_weight_bound(d, n, lr, lam, w0, X, Y)
+        W = default_w_bound(d, n, lr, lam, w0, X, Y) if w_bound is None else w_bound
         B = {"w": W, "wx": W * X, "err": W * X + Y, "xerr": X * (W * X + Y), "grad": X * (W * X + Y) + lam * W}
     shrink = 1 - 2 * lr * lam
     bos_fix = (2 * lr * lam * w0).reshape(d, 1)  # keeps BOS's w at w0
@@ -86,39 +100,45 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
 
 
 def sgd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float | None = None,
-        y_bound: float | None = None, dtype: str = "float64", mode: str = "fused", levels: int | None = None) -> Construction:
+        y_bound: float | None = None, w_bound: float | None = None, dtype: str = "float64", mode: str = "fused",
+        levels: int | None = None) -> Construction:
     """A transformer running one pass of SGD over its n in-context examples (Theorem 1 at n=1).
 
     Matches :func:`iclkit.algorithms.sgd`. ``x_norm``/``y_bound`` set the certified domain
-    (|x| <= x_norm, |y| <= y_bound; defaults cover x, w ~ N(0, I)); ``mode`` is ``fused``
-    (fewest layers) or ``faithful`` (the paper's chain, one op per layer).
+    (|x| <= x_norm, |y| <= y_bound; defaults cover x, w ~ N(0, I)) and ``w_bound`` the
+    iterates' (default :func:`default_w_bound`; a prompt whose exact iterates exceed it is
+    refused); ``mode`` is ``fused`` (fewest layers) or ``faithful`` (the paper's chain, one op
+    per layer).
     """
     w0, x_norm, y_bound = step_params("sgd", d, n, lr, lam, w0, x_norm, y_bound)
-    program = sgd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound, mode=mode)
+    w_bound = default_w_bound(d, n, lr, lam, w0, x_norm, y_bound) if w_bound is None else check_bound("w_bound", w_bound)
+    program = sgd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound, mode=mode, w_bound=w_bound)
     paper = {"layers": 9, "rows": 3 + 4 * d} if n == 1 else {"layers": None, "rows": 3 + 4 * d}
     c = build("sgd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,
-                 y_bound=y_bound, dtype=dtype, mode=mode, levels=levels, paper=paper)
+                 y_bound=y_bound, dtype=dtype, mode=mode, levels=levels, paper=paper, domain={"w_bound": w_bound})
     c.contraction_bound = contraction_bound(c, lr, lam)
     return c
 
 
-def contraction_bound(c: Construction, lr: float, lam: float) -> float | None:
+def contraction_bound(c: Construction, lr: float, lam: float) -> float:
     """A certificate for stacked SGD that sees what the generic per-op analysis cannot: one
-    exact update ``w -> (I - 2 lr (x x^T + lam I)) w + 2 lr y x`` is rho-Lipschitz in the
-    2-norm, rho = max(|1 - 2 lr lam|, |1 - 2 lr (X^2 + lam)|). If a block's own error (its ops
-    run on an exact w) is at most delta per entry, then after k blocks
-    ``|w_k error|_2 <= sqrt(d) delta (1 + rho + ... + rho^{k-1})``. None when rho > 1."""
+    exact update ``w -> (I - 2 lr (x x^T + lam I)) w + 2 lr y x`` is affine in w with a
+    linear part of 2-norm at most rho = max(|1 - 2 lr lam|, |1 - 2 lr (X^2 + lam)|), so if
+    block k's own error (its ops run on the w the transformer holds) is at most delta_k per
+    entry, the error of w obeys ``|e_k|_2 <= rho |e_{k-1}|_2 + sqrt(d) delta_k``. delta_k is
+    taken at the slot bounds inflated by |e_{k-1}| (the transformer's w is off by that much).
+    Finite for every rho; where rho > 1 (large lr on the whole domain) it grows like rho^n
+    and the per-prompt certificate (:meth:`Construction.certify`) is the useful one."""
     X = c.x_norm
     rho = max(abs(1 - 2 * lr * lam), abs(1 - 2 * lr * (X * X + lam)))
-    if rho > 1:
-        return None
     ops = c.compiled.program.ops
     start = dict(c.compiled.error_bounds)  # x, y as every block reads them; the rest is rewritten
     if c.mode == "fused":
-        blocks, final = [ops[2:6]], ops[-1:]  # (w.x, w.x - y, x(w.x - y), update), then y_hat
+        blocks, final = [ops[2:6]] * c.n, ops[-1:]  # (w.x, w.x - y, x(w.x - y), update), then y_hat
     else:
-        blocks, final = [ops[1:7]] + ([ops[7:13]] if c.n > 1 else []), ops[-2:]
-    delta = max(c.compiled.propagate(block, start | {"w": 0.0})["w"] for block in blocks)
-    w_error = np.sqrt(c.d) * delta * sum(rho**k for k in range(c.n))
+        blocks, final = ([ops[1:7]] + [ops[7:13]] * (c.n - 1)), ops[-2:]
+    w_error = 0.0
+    for block in blocks:
+        delta = c.compiled.propagate(block, start | {"w": 0.0}, slack={"w": w_error})["w"]
+        w_error = rho * w_error + np.sqrt(c.d) * delta
     return c.compiled.propagate(final, start | {"w": w_error})["yhat"]
-

@@ -1,27 +1,40 @@
-"""Certified error bounds of the approximate mechanisms, and the constants they choose.
+"""Error bounds of the mechanisms, derived in a stated floating-point model, and the constants.
 
-The paper makes each mechanism exact only in a limit (N, M -> infinity, inputs -> 0). Here
-every mechanism takes the bounds its inputs obey and a dtype, picks its finite constants
-to minimise its stated error bound, and returns that bound. Notation: ``u`` is the unit
-roundoff of the dtype (2^-53 or 2^-24).
+**The model.** Every stored number and every basic operation is IEEE: ``fl(a op b) = (a op b)(1 + δ)``
+with ``|δ| <= u`` (u = 2^-53 in float64, 2^-24 in float32), and underflow is absent (each
+bound below adds a few ``UNDERFLOW`` to cover it). A sum of m terms, in any order, errs by
+at most ``gamma(m) sum |terms|`` with ``gamma(m) = m u / (1 - m u)`` (Higham, Thm 3.1); a sum
+of one term and many much smaller ones errs by at most ``(1 + 2 gamma(m))`` times the small
+ones' total (adding b to a float a rounds to a float at least as near as a itself). Matmuls
+sum only their nonzero products: products with an exact 0 weight are exact zeros. The one
+library kernel with no such model, torch's erf GeLU, is measured against mpmath (200-bit)
+over the whole range used: ``|gelu_torch(z) - gelu(z)| <= GELU_ERR u |z|`` (see
+:data:`GELU_ERR`; ``tests/test_bounds.py`` re-measures it on fresh points).
 
-1. **Hard attention** (mov, aff, mean are attention-only and otherwise exact): positional
-   logits ``-G (j - (t - k))^2`` leave the other columns a total weight below
-   ``T e^{-G}``; with ``G = ln(1/u) + 10`` that is below ``u``. What remains is rounding of
-   the value and output maps, ``4u`` times the magnitudes involved.
-2. **LayerNorm read** (Lemma 6): two pads ±P make the MLP see ``h * gamma + eps`` with
-   ``1 - gamma <= R^2/(4P^2)`` (R^2: sum of squared bounds of every other unit). A balance
-   unit holds minus the sum of the others, so the mean is exactly 0, and LayerNorm sums with
-   compensation: ``eps`` is only the balance unit's rounding drift, far below ``uP``. (With a
-   plain sum, rounding next to P costs ``uP`` and the error floor is ``u^(2/3)``.)
-3. **GeLU product** (Lemma 4, improved): ``sq(z) = sqrt(pi/2) (GeLU(z) + GeLU(-z))`` is even,
-   ``sq(z) = sum_n c_n z^{2n+2}`` with ``c_n = (-1)^n / (2^n n! (2n+1))``; the polarisation
-   ``ab = S^2/4 (sq((a+b)/S) - sq((a-b)/S))`` + O(S^-2), and Richardson combination of K
-   scales cancels the terms up to O(S^-2K). The truncation is summed exactly from the series;
-   rounding grows like ``u S (|a|+|b|)``.
-4. **Linear units**: ``GeLU(z) - GeLU(-z) = z`` exactly, so no GeLU offset (Lemma 5) is used.
-5. **Division** (Lemma 8): pads ±M·c make LayerNorm divide by |c|: relative error
-   ``R^2/(4 M^2 c_min^2)`` plus rounding ``4uM``.
+Every formula here takes array arguments, so the same expression gives the domain-wide
+bound (slot bounds in) and the per-prompt certificate (the prompt's own magnitudes in).
+
+1. **Positional attention** (mov, aff): logits ``-G (j - (t - k))^2`` from keys
+   ``[pos2, pos, one]``; computed logits err by at most ``logit_error`` (9 gamma(16) G T^2,
+   derived at :func:`logit_error`). The target beats a column at distance δ >= 1 by at least
+   ``G δ - 2 logit_error``, so the off-target softmax mass is at most
+   ``2 e^{2 ε} e^{-G} / (1 - e^{-G})`` (two columns per distance): T-independent. The
+   longest context a dtype resolves is the one with ``logit_error <= 4`` (:func:`max_len`);
+   longer is refused at compile time.
+2. **Uniform attention** (mean over t+1 columns): weights ``fl(1/(t+1))``, a sum of t+1
+   terms: ``(gamma(T) + u) max|v|``.
+3. **LayerNorm read** (Lemma 6): pads ±P and a balance unit make the exact mean 0 and the
+   std ``sqrt((2P^2 + R^2)/L)``, so the MLP reads ``h gamma_LN`` with
+   ``1 - gamma_LN <= R^2/(4P^2)``; rounding of the variance (a sum dominated by the pads),
+   sqrt and division adds ``6u + R^2/(2P^2)`` relative (:func:`layer_norm_rel`); the stored residual's sum drifts from 0 by the
+   rounding of every write (:func:`residual_drift`), which shifts every read by its mean.
+4. **GeLU product** (Lemma 4, improved): ``sq(z) = sqrt(pi/2) (GeLU(z) + GeLU(-z))`` is even,
+   polarisation ``ab = S^2/4 (sq((a+b)/S) - sq((a-b)/S))``, Richardson over K scales: the
+   truncation is summed from the series; rounding is each unit's GeLU error and
+   pre-activation error carried by its output coefficient, plus the output sum (gamma of
+   the number of units summed).
+5. **Linear units**: ``GeLU(z) - GeLU(-z) = z`` exactly; rounding ``(2 GELU_ERR u + 2 gamma(2)) |z|``.
+6. **Division** (Lemma 8): pads ±M c make LayerNorm divide by |c|: as 3 with P -> M|c|.
 """
 
 from __future__ import annotations
@@ -32,8 +45,14 @@ from dataclasses import dataclass
 import numpy as np
 
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
-UNDERFLOW = {"float64": 2.0**-1074, "float32": 2.0**-149}  # the standard model's absolute term
+UNDERFLOW = {"float64": 2.0**-1074 * 2**52, "float32": 2.0**-149 * 2**23}  # smallest normal: below it, absolute
 LOG_GRID = 10.0 ** np.arange(-2.0, 18.0, 0.025)
+
+# torch.nn.functional.gelu (exact erf form) against mpmath at 200 bits, 60,000 points with
+# |z| log-uniform in [1e-30, 1e4] and uniform in [-12, 12] (torch 2.13, CPU): max error
+# 2.00 u |z| (float64) and 4.95 u |z| (float32). Stated with a margin; re-measured by the tests.
+GELU_ERR = {"float64": 3.0, "float32": 6.0}
+LOGIT_ERROR_MAX = 4.0  # the longest context is the one whose logit rounding stays below this
 
 
 def roundoff(dtype: str) -> float:
@@ -42,17 +61,135 @@ def roundoff(dtype: str) -> float:
     return UNIT_ROUNDOFF[dtype]
 
 
+def gamma(m, dtype: str):
+    """``m u / (1 - m u)``: the relative error bound of a sum or product chain of m roundings."""
+    u = roundoff(dtype)
+    m = np.asarray(m, dtype=float)
+    if np.any(m * u >= 0.5):
+        raise ValueError(f"gamma({np.max(m)}) is undefined in {dtype}: too many terms for the rounding model")
+    out = m * u / (1 - m * u)
+    return float(out) if out.ndim == 0 else out
+
+
+# ---- 1, 2: attention ----------------------------------------------------------------------
 def attention_gap(dtype: str) -> float:
-    """Logit gap G between the selected column and the next best: ``e^{-G} = u e^{-10}``."""
+    """Logit gap G between the selected column and its neighbours: ``e^{-G} = u e^{-10}``."""
     return math.log(1.0 / roundoff(dtype)) + 10.0
 
 
-def attention_error(dtype: str, T: int, input_mass: float, out_bound: float) -> float:
-    """Error of an attention-written entry: leak ``T e^{-G} * mass`` plus ``4u`` rounding."""
+def logit_error(dtype: str, t_max: int) -> float:
+    """Bound on |computed - exact| of a positional logit ``-G (j - (t - k))^2``.
+
+    The logit is ``q . k`` over 3 dims: keys ``[pos2_j, pos_j, 1]`` (pos rounded once, pos2
+    twice more), queries ``c [-1, 2 pos_t - 2k', -pos2_t + 2k' pos_t - k'^2]`` with
+    c = G T^2, k' = k/T <= 1 (weights rounded once in float64, once to the dtype; each query
+    entry a sum of at most 3 products). Every product of a query and key entry carries at
+    most 16 roundings, so the error is ``gamma(16) sum_i |q_i k_i| <= gamma(16) 9 c``."""
+    return 9.0 * gamma(16, dtype) * attention_gap(dtype) * max(t_max, 1) ** 2
+
+
+def max_len(dtype: str) -> int:
+    """The longest sequence (columns, BOS included) whose positional logits err by <= 4."""
+    G = attention_gap(dtype)
+    t_max = math.floor(math.sqrt(LOGIT_ERROR_MAX / (9.0 * gamma(16, dtype) * G)))
+    return t_max + 1
+
+
+def attention_leak(dtype: str, t_max: int) -> float:
+    """Softmax mass off the selected column: ``2 e^{2 eps} e^{-G} / (1 - e^{-G})``."""
+    G = attention_gap(dtype)
+    return 2.0 * math.exp(2 * logit_error(dtype, t_max) - G) / (1 - math.exp(-G))
+
+
+def attention_error(dtype: str, t_max: int, other_mass, mass, new, terms: int):
+    """Error of an attention-written entry (mov, aff; the clear before an MLP write).
+
+    ``mass``: sum |coef| |value| at the selected columns (the old target value included when
+    the write overwrites); ``other_mass``: the same with every column's largest value (what
+    can leak); ``new``: |result|; ``terms``: nonzero output coefficients feeding the entry.
+    Head output: the on-target weight is within ``leak + 2u`` of 1, the product rounds once,
+    the off-target terms add ``(1 + 2 gamma(T)) leak`` (item 1); the output map sums
+    ``terms`` products (gamma(terms)); the residual add rounds once more (u |new|)."""
     u = roundoff(dtype)
-    return T * math.exp(-attention_gap(dtype)) * input_mass + 4 * u * (input_mass + out_bound) + 16 * UNDERFLOW[dtype]
+    leak = attention_leak(dtype, t_max)
+    head = (leak + 3 * u) * mass + (1 + 2 * gamma(t_max + 1, dtype)) * leak * other_mass
+    return head * (1 + gamma(terms, dtype)) + gamma(terms, dtype) * mass + u * np.abs(new) + 4 * UNDERFLOW[dtype]
 
 
+def mean_error(dtype: str, T: int, bound, new):
+    """Error of the causal mean over at most T columns (uniform weights, item 2), its
+    output map (2 terms: the mean and the overwrite) and the residual add."""
+    u = roundoff(dtype)
+    head = (gamma(T, dtype) + u) * bound * (1 + u)
+    return head * (1 + gamma(2, dtype)) + gamma(2, dtype) * 2 * bound + u * np.abs(new) + 4 * UNDERFLOW[dtype]
+
+
+# ---- 3: LayerNorm -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerNormRead:
+    """How an MLP reads a unit through LayerNorm: ``h -> h gamma_LN (1 + theta) + eps``,
+    ``|1 - gamma_LN| <= scale_error``, ``|theta| <= rel_error``, ``|eps| <= abs_error``.
+    Fields may be arrays (one value per column) for a per-prompt certificate."""
+
+    scale_error: object
+    rel_error: float
+    abs_error: object
+
+    def read_error(self, value):
+        """Bound on |read - value| for |value| <= ``value``."""
+        return (self.scale_error + self.rel_error + self.scale_error * self.rel_error) * value + self.abs_error
+
+    def perturb(self, A, B):
+        """Bound on |a' b' - a b| when both factors |a| <= A, |b| <= B are read this way."""
+        ea, eb = self.read_error(A), self.read_error(B)
+        return A * eb + B * ea + ea * eb
+
+
+def layer_norm_rel(dtype: str, R2_over_pad2):
+    """Relative rounding of one normalised entry when the variance is dominated by the two
+    pads: the pads' squares round once each and their sum once (3u of 2 pad^2); every other
+    square is added into a partial sum holding a pad, erring by at most itself, or into a sum
+    of small squares, erring by at most u of it; so the variance sum errs by at most
+    ``3u + R^2/pad^2`` relative (R^2: every other unit's square), and the division by L adds
+    u. The sqrt halves that and adds u; centring, the division and the stored read weight add
+    u each: ``6u + R^2/(2 pad^2)``."""
+    return 6 * roundoff(dtype) + R2_over_pad2 / 2
+
+
+def residual_drift(dtype: str, R1: float, sublayers: list[tuple[float, int]]) -> float:
+    """Bound on |sum of the stored residual| (exactly 0 in real arithmetic). Per sublayer,
+    the residual add rounds every entry (u 2 R1, the balance unit holding at most R1), and
+    each written entry is a sum of at most ``fan_in`` products whose absolute total over the
+    sublayer is ``mass``: ``gamma(fan_in) mass``. R1 bounds the sum of |entries| other than
+    the ±P pads and the balance unit."""
+    u = roundoff(dtype)
+    return sum(2 * u * R1 + gamma(fan_in, dtype) * mass for mass, fan_in in sublayers)
+
+
+def layer_norm_read(dtype: str, pad, R2, mean, L: int, mean_sum=0.0) -> LayerNormRead:
+    """Reads through LayerNorm with pads ±``pad``: ``R2`` bounds the sum of squares of every
+    other unit, ``mean`` the stored residual's mean (drift / L). The compensated mean is
+    accurate to ``u |mean| + 4 u^2 mean_sum log2 L`` (``mean_sum``: sum |h| / L, pads included)."""
+    u = roundoff(dtype)
+    mean_error = np.abs(mean) * (1 + u) + 4 * u * u * mean_sum * math.log2(max(L, 2))
+    return LayerNormRead(scale_error=R2 / (4 * pad**2), rel_error=layer_norm_rel(dtype, R2 / pad**2),
+                         abs_error=2 * mean_error + 4 * UNDERFLOW[dtype])
+
+
+def linear_pair_error(dtype: str, value):
+    """Rounding of the exact identity ``GeLU(z) - GeLU(-z) = z`` for |z| <= value: two GeLU
+    evaluations, the pre-activation (one weight, one product) and the 2-term output sum."""
+    u = roundoff(dtype)
+    return (2 * GELU_ERR[dtype] * u + 2 * gamma(2, dtype)) * (1 + gamma(2, dtype)) * value
+
+
+def linear_read_error(dtype: str, ln: LayerNormRead, value):
+    """Passing |h| <= value through LayerNorm and a linear GeLU pair (an in-place read)."""
+    read = ln.read_error(value)
+    return read + linear_pair_error(dtype, value + read)
+
+
+# ---- 4: GeLU products ---------------------------------------------------------------------
 def sq_coefficient(n: int) -> float:
     """Coefficient of z^{2n+2} in sq(z) = sqrt(pi/2) (GeLU(z) + GeLU(-z)) = z erf(z/sqrt 2) sqrt(pi/2)."""
     return (-1) ** n / (2**n * math.factorial(n) * (2 * n + 1))
@@ -67,57 +204,58 @@ def richardson_weights(levels: int) -> tuple[np.ndarray, np.ndarray]:
     return factors, np.linalg.solve(V, rhs)
 
 
-@dataclass(frozen=True)
-class LayerNormRead:
-    """How exactly an MLP reads a unit through LayerNorm: ``h -> gamma h + eps``."""
-
-    scale_error: float  # bound on 1 - gamma (gamma <= 1)
-    abs_error: float  # bound on |eps|
-
-    def perturb(self, value_bound: float, other_bound: float) -> float:
-        """Bound on |a' b' - a b| when both factors are read this way."""
-        e = self.abs_error
-        return 2 * self.scale_error * value_bound * other_bound + e * (value_bound + other_bound) + e * e
-
-
-def layer_norm_read(dtype: str, pad: float, R2: float, R1: float, L: int, layers: int) -> LayerNormRead:
-    """Reads through LayerNorm with pads ±``pad``: ``R2``/``R1`` bound the sum of squares / of
-    absolute values of every other unit, ``L`` is the width, ``layers`` the depth.
-
-    The balance unit makes the exact mean 0; rounding leaves the residual's sum at most
-    ``4 u R1`` per layer, and the compensated mean adds ``u^2 (2 pad + R1) log2 L``."""
-    u = roundoff(dtype)
-    drift = 4 * u * R1 * (layers + 1) / L + 4 * u * u * (2 * pad + R1) * math.log2(max(L, 2))
-    # sigma is a sum of L squares (relative rounding <= (L-1)u), halved by the square root
-    return LayerNormRead(scale_error=R2 / (4 * pad**2) + (L / 2 + 4) * u, abs_error=drift)
-
-
-def linear_read_error(dtype: str, ln: LayerNormRead, bound: float) -> float:
-    """Error of passing a unit |h| <= bound through LayerNorm and a GeLU pair (an exact identity):
-    LayerNorm's scale and drift, and 32u |h| of rounding as in :func:`div_error`."""
-    return ln.scale_error * bound + ln.abs_error + 32 * roundoff(dtype) * bound
-
-
-def product_error(dtype: str, A: float, B: float, S, levels: int):
-    """Bound on |GeLU-polarisation product - a'b'| for |a'| <= A, |b'| <= B (truncation +
-    rounding); ``S`` may be an array of candidate scales."""
-    u = roundoff(dtype)
-    S = np.asarray(S, dtype=float)
+def product_truncation(s, S, levels: int):
+    """|Richardson-combined polarisation - ab| for |a| + |b| <= s at scale S (exact arithmetic):
+    ``sum_n |c_n| |sum_m w_m (s/S_m)^{2n}| s^2 / 2`` over the orders Richardson leaves (the
+    series' terms fall factorially; 40 orders leave a tail below 1e-100 for s/S <= 1)."""
     factors, weights = richardson_weights(levels)
-    s = A + B
-    trunc = np.zeros_like(S)
-    for n in range(levels, levels + 40):  # sum_n |c_n| |sum_m w_m (s/S_m)^{2n}| s^2 / 2
-        moment = np.abs(sum(w * (s / (S * f)) ** (2.0 * n) for f, w in zip(factors, weights)))
-        trunc += abs(sq_coefficient(n)) * moment * s**2 / 2
-    # GeLU evaluation (|error| <= 4u|z| per unit, 4 units per level) and the output sum.
-    rounding = sum(abs(w) * (S * f) for f, w in zip(factors, weights)) * s * u * (6.3 + 2.0 * 4 * levels)
-    return trunc + rounding
+    s = np.asarray(s, dtype=float)
+    trunc = np.zeros(np.broadcast(s, np.asarray(S)).shape)
+    with np.errstate(over="ignore", invalid="ignore"):  # s > S: no bound (inf), never chosen
+        for n in range(levels, levels + 40):
+            moment = np.abs(sum(w * (s / (S * f)) ** (2.0 * n) for f, w in zip(factors, weights)))
+            trunc = trunc + abs(sq_coefficient(n)) * moment * s**2 / 2
+    return np.where(s <= S, trunc, np.inf)
 
 
-def best_product_scale(dtype: str, A: float, B: float, levels: int) -> tuple[float, float]:
+def product_unit_mass(s, S, levels: int):
+    """``sum |coef| |GeLU(z)|`` over the 4 K units of one product, |a|+|b| <= s: a unit at
+    scale S_m has ``|z| <= s/S_m``, coefficient ``|w_m| sqrt(pi/2) S_m^2/4`` and
+    ``|GeLU(z)| <= |z| (1/2 + |z|)``."""
+    factors, weights = richardson_weights(levels)
+    total = 0.0
+    for f, w in zip(factors, weights):
+        z = np.asarray(s, dtype=float) / (S * f)
+        total = total + 4 * abs(w) * math.sqrt(math.pi / 2) * (S * f) ** 2 / 4 * z * (0.5 + z)
+    return total
+
+
+def product_rounding(dtype: str, s, S, levels: int, q: int):
+    """Rounding of one output entry of q products (4 units per scale per product), |a|+|b| <= s.
+
+    Each unit's GeLU errs by ``GELU_ERR u |z|`` and its pre-activation (2 products, 1 sum,
+    1 stored weight) by ``gamma(4) |z|``, which moves GeLU by at most 1.13 times that; since
+    ``|z| <= 2 |GeLU(z)| / (1 - 2|z|)`` for the small |z| of product units, both are at most
+    ``2 (GELU_ERR u + 1.13 gamma(4)) / (1 - 2 s/S)`` of the unit mass. The output sum of
+    ``4 K q + 2`` terms adds ``gamma(4Kq + 2)`` of the mass; the residual add is the caller's."""
+    u = roundoff(dtype)
+    s = np.asarray(s, dtype=float)
+    small = np.maximum(1 - 2 * s / S, 0.5)
+    unit = 2 * (GELU_ERR[dtype] * u + 1.13 * gamma(4, dtype)) / small
+    return q * (unit + gamma(4 * levels * q + 2, dtype)) * product_unit_mass(s, S, levels)
+
+
+def product_error(dtype: str, A, B, S, levels: int, q: int = 1):
+    """Bound on |GeLU-polarisation sum of q products - sum a'b'| for |a'| <= A, |b'| <= B
+    (balanced operands; truncation + rounding); ``S`` may be an array of candidate scales."""
+    s = np.asarray(A, dtype=float) + np.asarray(B, dtype=float)
+    return q * product_truncation(s, S, levels) + product_rounding(dtype, s, S, levels, q)
+
+
+def best_product_scale(dtype: str, A: float, B: float, levels: int, q: int = 1) -> tuple[float, float]:
     """The scale S minimising :func:`product_error`; returns (S, error)."""
     S = max(A + B, 1e-300) * LOG_GRID[LOG_GRID >= 1.0]
-    errs = product_error(dtype, A, B, S, levels)
+    errs = product_error(dtype, A, B, S, levels, q)
     i = int(np.argmin(errs))
     return float(S[i]), float(errs[i])
 
@@ -128,28 +266,37 @@ def balance(A: float, B: float) -> float:
     return math.sqrt(B / A) if A > 0 and B > 0 else 1.0
 
 
-def mul_error(dtype: str, ln: LayerNormRead, A: float, B: float, q: int, levels: int) -> tuple[float, float]:
-    """Mechanism error of one mul output entry (q products) and the chosen product scale,
-    for operands balanced by :func:`balance`."""
-    A1 = A * (1 + 8 * roundoff(dtype)) + ln.abs_error
-    B1 = B * (1 + 8 * roundoff(dtype)) + ln.abs_error
-    kappa = balance(A, B)
-    S, perr = best_product_scale(dtype, A1 * kappa, B1 / kappa, levels)
-    return q * (ln.perturb(A, B) + perr), S
-
-
-def div_error(dtype: str, M: float, R2: float, R1: float, L: int, layers: int, num_bound: float,
-              den_min: float, den_max: float) -> float:
-    """Mechanism error of ``num/|den|`` realised by LayerNorm with division pads ±M·den."""
+def mul_error(dtype: str, ln: LayerNormRead, A, B, q: int, levels: int, S: float, kappa: float, out):
+    """Own error of one mul output entry (q products of |a| <= A, |b| <= B) at scale S with
+    balance kappa: the LayerNorm read of both factors, the product mechanism on what is
+    read, and the residual add (u |out|)."""
     u = roundoff(dtype)
-    read = layer_norm_read(dtype, M * den_min, R2, R1, L, layers)  # as Lemma 6 with pads ±M|c|
-    drift = read.abs_error + 4 * u * u * M * den_max * math.log2(max(L, 2))
-    # linear units GeLU(z) - GeLU(-z): torch's erf-GeLU taken as accurate to 8u relative per
-    # unit, plus the pre-activation, output sum and residual add: 32u |z| in all
-    return read.scale_error * num_bound / den_min + drift / den_min + 32 * u * num_bound / den_min
+    A1, B1 = A + ln.read_error(A), B + ln.read_error(B)
+    return q * ln.perturb(A, B) + product_error(dtype, kappa * A1, B1 / kappa, S, levels, q) + u * np.abs(out)
 
 
-def best_div_scale(dtype: str, R2: float, R1: float, L: int, layers: int, num_bound: float, den_min: float,
-                   den_max: float) -> tuple[float, float]:
-    err, M = min((div_error(dtype, M, R2, R1, L, layers, num_bound, den_min, den_max), M) for M in LOG_GRID)
-    return M, err
+def choose_mul_scale(dtype: str, A: float, B: float, q: int, levels: int) -> tuple[float, float]:
+    """(S, kappa) for a mul whose operands are bounded by A and B."""
+    kappa = balance(A, B)
+    S, _ = best_product_scale(dtype, kappa * A, B / kappa, levels, q)
+    return S, kappa
+
+
+# ---- 6: division --------------------------------------------------------------------------
+def div_error(dtype: str, ln: LayerNormRead, num, den, out):
+    """Own error of ``num/|den|`` read through LayerNorm with pads ±M·den (``ln`` built with
+    pad = M|den|, so its absolute error is in units of the divided value), the linear units
+    and the residual add."""
+    u = roundoff(dtype)
+    value = num / den
+    read = ln.read_error(value)
+    return read + linear_pair_error(dtype, value + read) + u * np.abs(out)
+
+
+def best_div_scale(dtype: str, R2: float, mean: float, L: int, num_bound: float, den_min: float,
+                   mean_sum_per_M: float) -> float:
+    """The division scale M minimising :func:`div_error` at the worst divisor."""
+    def err(M):
+        ln = layer_norm_read(dtype, M * den_min, R2, mean / den_min, L, mean_sum_per_M * M / den_min)
+        return float(div_error(dtype, ln, num_bound, den_min, num_bound / den_min))
+    return float(min(LOG_GRID, key=err))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from iclkit.primitives import bounds as bd
+from iclkit.primitives.errors import Context, Mechanism, own_error
 from iclkit.primitives.layout import Layout
 from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op
 from iclkit.primitives.program import READABLE_SYSTEM, Layer, Program
@@ -54,14 +55,26 @@ class Compiled:
     write_bounds: dict[int, float] = field(default_factory=dict)  # id(op) -> bound on what it writes
     read_bounds: dict[int, dict[str, float]] = field(default_factory=dict)  # id(op) -> slot bounds it reads
     op_errors: dict[int, float] = field(default_factory=dict)  # id(op) -> its own error (exact inputs)
+    mechanisms: dict[int, Mechanism] = field(default_factory=dict)  # id(op) -> its constants
+    placement: dict[int, int] = field(default_factory=dict)  # id(op) -> its layer
+    context: Context | None = None  # domain-wide error context (LayerNorm reads per MLP layer)
+    ln_pad: float = 1.0  # the LayerNorm pad P
 
-    def propagate(self, ops: list[Op], errors: dict[str, float]) -> dict[str, float]:
+    def propagate(self, ops: list[Op], errors: dict[str, float], slack: dict[str, float] | None = None) -> dict[str, float]:
         """Run the error analysis along a chain of ops, each reading the previous ones' results,
-        from the given starting errors: the tool for per-construction (e.g. contraction) bounds."""
+        from the given starting errors: the tool for per-construction (e.g. contraction) bounds.
+        Each op's own error is taken at its read bounds inflated by the current errors (and by
+        ``slack``: deviations of slots that the chain treats as exact inputs)."""
         errors = dict(errors)
         sizes = self.program.sizes()
+        slack = slack or {}
         for op in ops:
-            errors[op.dst] = _op_error(op, self.read_bounds, self.op_errors, sizes, errors)
+            reads = {s: b + errors.get(s, 0.0) + slack.get(s, 0.0) for s, b in self.read_bounds[id(op)].items()}
+            other = {s: b + errors.get(s, 0.0) + slack.get(s, 0.0) for s, b in self.slot_bounds.items()}
+            out = self.write_bounds[id(op)] + errors.get(op.dst, 0.0)
+            own = float(own_error(op, self.mechanisms[id(op)], self.context, self.placement[id(op)], reads, other,
+                                  reads[op.dst], out))
+            errors[op.dst] = op.propagated_error(reads, errors, sizes) + own
         return errors
 
     @property
@@ -162,6 +175,10 @@ def compile_program(
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     if levels < 1:
         raise ValueError(f"levels (Richardson scales per product) must be >= 1, got {levels}")
+    if max_len > bd.max_len(dtype):
+        raise ValueError(f"max_len {max_len} exceeds the longest context {dtype} positional attention resolves "
+                         f"({bd.max_len(dtype)} columns: beyond it the logits' rounding can reach the gap between "
+                         f"columns); use float64 or a shorter context")
     program.validate(max_width)
     if output is not None and (output not in program.slots or program.slots[output] not in ((), (1,))):
         raise ValueError(f"output must be a scalar slot of the program, got {output!r}")
@@ -176,45 +193,53 @@ def compile_program(
     # ---- constants ----------------------------------------------------------------------
     mlp_ops = [op for layer in layers for op in layer.mlp]
     muls = [op for op in mlp_ops if isinstance(op, Mul)]
+    placement = {id(op): i for i, layer in enumerate(layers) for op in (*layer.attn, *layer.mlp)}
+    mechs = {id(op): Mechanism(out_terms=_out_terms(op, sizes)) for op in program.ops}
+    for op in muls:  # each product's scale and balance from the bounds of its operands as it reads them
+        mechs[id(op)].scale, mechs[id(op)].kappa = bd.choose_mul_scale(
+            dtype, read_bounds[id(op)][op.a], read_bounds[id(op)][op.b], op.shape[1], levels)
+    T_max = max(max_len - 1, 1)
+    leak = bd.attention_leak(dtype, T_max)
+    drift = bd.residual_drift(dtype, R1, _sublayer_masses(layers, read_bounds, sizes, mechs, levels, 2 * R1))
+    ctx = Context(dtype, T_max, levels)
 
-    # One LayerNorm pad P serves every mul: minimise the worst error relative to output scale.
-    def operands(m: Mul) -> tuple[float, float]:  # bounds of a mul's factors as it reads them
-        return read_bounds[id(m)][m.a], read_bounds[id(m)][m.b]
+    def mul_read(P: float) -> bd.LayerNormRead:  # pads leak at most 2 leak P into the residual's sum
+        return bd.layer_norm_read(dtype, P, R2, (drift + 4 * leak * P) / L, L, (2 * P + 2 * R1) / L)
 
-    signatures = {(*operands(m), m.shape[1], max(slot_bounds[m.dst], 1e-300)) for m in muls}
+    signatures = {}  # muls that read and write alike share their error (stacked blocks repeat them)
+    for m in muls:
+        b = read_bounds[id(m)]
+        key = (b[m.a], b[m.b], b[m.dst], slot_bounds[m.dst], m.shape[1], m.dst in m.reads(),
+               mechs[id(m)].scale, mechs[id(m)].kappa)
+        signatures.setdefault(key, m)
 
-    product_only = {sig: bd.best_product_scale(dtype, math.sqrt(sig[0] * sig[1]), math.sqrt(sig[0] * sig[1]), levels)[1]
-                    for sig in signatures}
+    def worst_relative(P: float) -> float:  # one pad P serves every mul: the worst error relative to scale
+        ln = mul_read(P)
+        return max(float(own_error(m, mechs[id(m)], Context(dtype, T_max, levels, {placement[id(m)]: ln}),
+                                   placement[id(m)], read_bounds[id(m)], slot_bounds, read_bounds[id(m)][m.dst],
+                                   slot_bounds[m.dst])) / max(slot_bounds[m.dst], 1e-300) for m in signatures.values())
 
-    def worst_relative(P: float) -> float:  # for choosing P; the final bounds are recomputed below
-        ln = bd.layer_norm_read(dtype, P, R2, R1, L, len(layers))
-        return max(q * (ln.perturb(A, B) + product_only[(A, B, q, out)]) / out for A, B, q, out in signatures)
-
-    P = float(min(bd.LOG_GRID[::2], key=worst_relative)) if muls else 1.0
-    ln_read = bd.layer_norm_read(dtype, P, R2, R1, L, len(layers))
-    scales: dict[int, float] = {}
-    mech: dict[int, float] = {}
-    for op in mlp_ops:
-        if isinstance(op, Mul):
-            mech[id(op)], scales[id(op)] = bd.mul_error(dtype, ln_read, *operands(op), op.shape[1], levels)
-            if op.dst in op.reads():  # reading the old value back through LayerNorm to subtract it
-                mech[id(op)] += bd.linear_read_error(dtype, ln_read, read_bounds[id(op)][op.dst])
-    for layer in layers:  # divisions in one layer share their divisor, hence one scale M
+    P = float(min(bd.LOG_GRID[::4], key=worst_relative)) if muls else 1.0
+    for i, layer in enumerate(layers):
         divs = [op for op in layer.mlp if isinstance(op, Div)]
-        if divs:
-            args = (dtype, R2, R1, L, len(layers))
-            num, den = max(read_bounds[id(op)][op.num] for op in divs), divs[0]
-            M, _ = bd.best_div_scale(*args, num, den.den_min, read_bounds[id(den)][den.den])
+        if layer.mlp and not divs:
+            ctx.ln[i] = mul_read(P)
+        if divs:  # divisions in one layer share their divisor, hence one scale M
+            den_min = divs[0].den_min
+            num = max(read_bounds[id(op)][op.num] for op in divs)
+            den_max = read_bounds[id(divs[0])][divs[0].den]
+            M = bd.best_div_scale(dtype, R2, drift + 4 * leak * P, L, num, den_min, 2 * den_max / L)
             for op in divs:
-                scales[id(op)] = M
-                mech[id(op)] = bd.div_error(*args[:1], M, *args[1:], read_bounds[id(op)][op.num], op.den_min,
-                                            read_bounds[id(op)][op.den])
+                mechs[id(op)].scale = M
+            ctx.ln[i] = bd.layer_norm_read(dtype, M * den_min, R2, (drift + 4 * leak * (P + M * den_max)) / (L * den_min),
+                                           L, (2 * M * den_max + 2 * R1) / (L * den_min))
 
     # ---- weights ------------------------------------------------------------------------
-    T_max = max(max_len - 1, 1)
     G = bd.attention_gap(dtype)
-    balances = {id(op): bd.balance(*operands(op)) for op in muls}
-    layer_specs = [_layer_spec(layer, layout, sizes, P, scales, balances, levels) for layer in layers]
+    scales = {k: m.scale for k, m in mechs.items()}
+    balances = {k: m.kappa for k, m in mechs.items()}
+    layer_specs = [_layer_spec(layer, layout, sizes, P, scales, balances, levels, layers[i - 1] if i else None)
+                   for i, layer in enumerate(layers)]
     heads = max((len(s.heads) for s in layer_specs), default=1) or 1
     value_dim = max((h.value_dim for s in layer_specs for h in s.heads.values()), default=1) or 1
     mlp_width = max((len(s.hidden) for s in layer_specs), default=1) or 1
@@ -237,14 +262,53 @@ def compile_program(
         if output is not None:
             model.readout[layout.rows(output)] = 1.0
 
-    own = _own_errors(program, read_bounds, sizes, mech, dtype, max_len)
+    write_bounds = {id(op): op.out_bound(read_bounds[id(op)], sizes) for op in program.ops}
+    own = {id(op): float(own_error(op, mechs[id(op)], ctx, placement[id(op)], read_bounds[id(op)], slot_bounds,
+                                   read_bounds[id(op)][op.dst], write_bounds[id(op)])) for op in program.ops}
     errors = _propagate_errors(program, layers, read_bounds, sizes, own, dtype)
     constants = {"ln_pad": P, "attention_gap": G, "levels": levels}
     for op in mlp_ops:
         constants[f"{op.describe()}: {'product scale' if isinstance(op, Mul) else 'division scale'}"] = scales[id(op)]
-    write_bounds = {id(op): op.out_bound(read_bounds[id(op)], sizes) for op in program.ops}
     return Compiled(program, model, layout, layers, list(program.inputs), slot_bounds, errors, constants, output,
-                    write_bounds, read_bounds, own)
+                    write_bounds, read_bounds, own, mechs, placement, ctx, P)
+
+
+def _out_terms(op: Op, sizes: dict[str, int]) -> int:
+    """Nonzero output coefficients summed into one entry an attention op writes: its terms'
+    largest row count, a bias, and minus the old value (overwrite)."""
+    if isinstance(op, Mean):
+        return 2
+    if not isinstance(op, Aff):
+        return 1
+    count = sum(int((np.abs(W) > 0).sum(axis=1).max()) for _, W in op.matrices(sizes))
+    return count + (op.bias is not None) + (not op.accumulate)
+
+
+def _sublayer_masses(layers: list[Layer], read_bounds: dict, sizes: dict[str, int], mechs: dict, levels: int,
+                     attn_mass: float) -> list[tuple[float, int]]:
+    """Per sublayer, (sum |products| summed into the entries it writes, most products in one
+    entry): attention writes at most ``attn_mass`` (old and new values, the rebalancing
+    included) into the balance unit, which sums every value dimension; an MLP entry sums its
+    own 4 K q product units (:func:`bounds.product_unit_mass`) or linear pair."""
+    out = []
+    for layer in layers:
+        value_dims = sum(sizes[s] for op in layer.attn for s in op.reads()) + sum(
+            2 * sizes[op.dst] for op in (*layer.attn, *layer.mlp)) + 2 * len(layer.cleanups) + 8
+        out.append((2 * attn_mass, value_dims))
+        mass, fan_in = 0.0, 2
+        for op in layer.mlp:
+            b = read_bounds[id(op)]
+            if isinstance(op, Mul):
+                m = mechs[id(op)]
+                s = m.kappa * b[op.a] + b[op.b] / m.kappa
+                mass += sizes[op.dst] * op.shape[1] * float(bd.product_unit_mass(2 * s, m.scale, levels))
+                fan_in = max(fan_in, 4 * levels * op.shape[1] + 2)
+            if isinstance(op, Div):
+                mass += sizes[op.dst] * 2 * b[op.num] / op.den_min
+            if op.dst in op.reads():
+                mass += sizes[op.dst] * 2 * b[op.dst]
+        out.append((mass, fan_in + 2))
+    return out
 
 
 # ---- per-layer weight specs ---------------------------------------------------------------
@@ -277,6 +341,8 @@ class _LayerSpec:
     out_bias: list[tuple[str, int, float]] = field(default_factory=list)
     read_scale: float = 1.0  # multiplies normalised units to undo LayerNorm's 1/sigma
     dividing: bool = False  # the layer's LayerNorm is taken over by division pads
+    rebalance: list[str] = field(default_factory=list)  # slots whose sum head 0 subtracts from bal
+    products: set[int] = field(default_factory=set)  # hidden units of GeLU products (left unbalanced)
 
     def head(self, shift: int | None, sizes: dict[str, int]) -> _Head:
         if shift not in self.heads:
@@ -314,13 +380,30 @@ class _LayerSpec:
             layer.W_out[unit, r(dst).start + idx] += out_coef
         for slot, i, value in self.out_bias:
             layer.b_out[r(slot).start + i] += value
-        for W in (layer.W_O, layer.W_out, layer.b_out):
-            _balance(W, layout)
+        _balance(layer.W_O, layout)
+        linear = torch.tensor([u not in self.products for u in range(layer.W_out.shape[0])])
+        W_out = layer.W_out[linear]
+        _balance(W_out, layout)
+        layer.W_out[linear] = W_out
+        heads = list(self.heads)
+        for src in self.rebalance:  # products write unbalanced; the next attention subtracts their (small) sum
+            h0 = self.heads[0]
+            start = sum(h0.sizes[s] for s in h0.sources[: h0.sources.index(src)])
+            layer.W_O[heads.index(0), start:start + h0.sizes[src], layout.rows("bal").start] -= 1.0
 
 
 def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, scales: dict, balances: dict,
-                levels: int) -> _LayerSpec:
+                levels: int, previous: Layer | None = None) -> _LayerSpec:
+    """The weights of one layer. GeLU product units do not write the balance unit: their
+    outputs are large cancelling terms, and rounding their sum there would move the
+    residual's mean (LayerNorm's centre) by far more than the products' own error. The next
+    layer's attention subtracts the products' results instead, a small sum. (Linear units,
+    whose terms are as small as their results, stay balanced in the MLP.)"""
     spec = _LayerSpec()
+    for op in (previous.mlp if previous else []):
+        if isinstance(op, Mul):
+            spec.head(0, sizes).add(op.dst, "bal", np.zeros((1, sizes[op.dst])))
+            spec.rebalance.append(op.dst)
     eye = lambda n: np.eye(n)  # noqa: E731
     for op in layer.attn:
         if isinstance(op, Mean):
@@ -347,7 +430,9 @@ def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, s
             spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # clear the target first
         if isinstance(op, Mul):
             spec.read_scale = P * math.sqrt(2 / L)
+            first = len(spec.hidden)
             _product_units(spec, op, scales[id(op)], balances[id(op)], levels)
+            spec.products.update(range(first, len(spec.hidden)))
             if op.bias:
                 spec.out_bias += [(op.dst, i, op.bias) for i in range(sizes[op.dst])]
         else:
@@ -413,20 +498,6 @@ def _balance(W: torch.Tensor, layout: Layout) -> None:
     W[..., layout.rows("bal").start] = -W[..., keep].sum(-1)
 
 
-def _own_errors(program: Program, read_bounds: dict, sizes: dict, mech: dict, dtype: str, T: int) -> dict[int, float]:
-    """Each op's own error (its result's error when its inputs are exact): attention leak and
-    rounding for attention ops, the mechanism bound for MLP ops."""
-    own = {}
-    for op in program.ops:
-        if op.kind == "mlp":
-            own[id(op)] = mech[id(op)]
-            continue
-        b = read_bounds[id(op)]
-        mass = op.input_mass(b, sizes) if isinstance(op, Aff) else b[op.src]
-        own[id(op)] = bd.attention_error(dtype, T, mass + b[op.dst], op.out_bound(b, sizes))
-    return own
-
-
 def _propagate_errors(program: Program, layers: list[Layer], read_bounds: dict, sizes: dict, own: dict,
                       dtype: str) -> dict[str, float]:
     """Forward error analysis through the schedule: exact-input error + each op's own error,
@@ -437,10 +508,5 @@ def _propagate_errors(program: Program, layers: list[Layer], read_bounds: dict, 
         for ops in (layer.attn, layer.mlp):  # a sublayer's ops all read the state before it
             before = dict(errors)
             for op in ops:
-                errors[op.dst] = _op_error(op, read_bounds, own, sizes, before)
+                errors[op.dst] = op.propagated_error(read_bounds[id(op)], before, sizes) + own[id(op)]
     return errors
-
-
-def _op_error(op: Op, read_bounds: dict, own: dict, sizes: dict, errors: dict[str, float]) -> float:
-    """The error of what ``op`` writes: its inputs' errors carried through it, plus its own."""
-    return op.propagated_error(read_bounds[id(op)], errors, sizes) + own[id(op)]

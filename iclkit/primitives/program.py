@@ -11,7 +11,7 @@ certified bound.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -63,7 +63,7 @@ class Program:
         self.name = name
         self.slots = {n: (s,) if isinstance(s, int) else tuple(s) for n, s in slots.items()}
         self.inputs = dict(inputs)
-        self.steps = list(steps)
+        self.steps = _distinct(steps)
 
     # ---- structure -----------------------------------------------------------------------
     @property
@@ -136,6 +136,20 @@ class Program:
         Returns the final value of every slot as (batch, T, *shape); with ``trace=True`` also
         the list of (op, value written) in execution order. Object arrays (sympy) work too.
         """
+        log = []
+        values = None
+        for group, values, results in self.execute(inputs, t_max):
+            if trace:
+                log.extend(zip(group, results))
+        first = next(iter(values.values()))
+        B, T = first.shape[:2]
+        out = {n: values[n].reshape(B, T, *self.slots[n]) for n in self.slots}
+        return (out, log) if trace else out
+
+    def execute(self, inputs: dict[str, np.ndarray], t_max: int | None = None):
+        """Step by step: yields ``(ops of the step, slot values before it, their results)``;
+        slot values are flat ``(batch, T, size)``. After the last step the values dict holds
+        the final state (the generator updates it in place after each yield)."""
         sizes = self.sizes()
         missing = sorted(set(self.inputs) - set(inputs))
         if missing:
@@ -151,16 +165,13 @@ class Program:
         values["bos"] = np.zeros((B, T, 1), dtype=dtype)
         values["bos"][:, 0] = 1
         values["pos"] = np.broadcast_to((np.arange(T) / (t_max or max(T - 1, 1))).reshape(1, T, 1), (B, T, 1)).astype(dtype)
-        log = []
         for step in self.steps:
             group = step.ops if isinstance(step, Parallel) else (step,)
-            results = [(op, op.evaluate(values, sizes)) for op in group]  # a layer reads the old state
-            for op, result in results:
+            results = [op.evaluate(values, sizes) for op in group]  # a layer reads the old state
+            yield group, dict(values), results
+            for op, result in zip(group, results):
                 values[op.dst] = result
-                if trace:
-                    log.append((op, result))
-        out = {n: values[n].reshape(B, T, *self.slots[n]) for n in self.slots}
-        return (out, log) if trace else out
+        yield (), values, []
 
     # ---- bounds --------------------------------------------------------------------------
     def bounds(self) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
@@ -189,6 +200,20 @@ class Program:
             raise ValueError(f"mode must be 'faithful' or 'fused', got {mode!r}")
         self.validate()
         return _faithful(self.steps) if mode == "faithful" else _fused(self.ops)
+
+
+def _distinct(steps: list[Op | Parallel]) -> list[Op | Parallel]:
+    """The steps with every repeated op object replaced by a copy: bounds, constants and
+    certificates are kept per occurrence (keyed by the op object)."""
+    seen: set[int] = set()
+
+    def fresh(op: Op) -> Op:
+        if id(op) in seen:
+            op = replace(op)
+        seen.add(id(op))
+        return op
+
+    return [Parallel(*map(fresh, s.ops)) if isinstance(s, Parallel) else fresh(s) for s in steps]
 
 
 def clashes(group: tuple[Op, ...] | list[Op]) -> list[str]:

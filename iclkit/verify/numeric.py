@@ -53,14 +53,17 @@ class Row:
     parameters: int
     max_error: float  # max |y_hat - exact| over the prompts
     max_relative: float  # max |y_hat - exact| / (1 + |exact|)
-    bound: float  # certified bound on |y_hat - exact|
+    bound: float  # domain-wide certified bound on |y_hat - exact|
+    certificate: float  # largest per-prompt certificate (Construction.certify)
+    within_certificate: bool  # every prompt's error <= its own certificate
     target: float
     build_s: float
     run_s: float
 
     @property
     def within_bound(self) -> bool:
-        return bool(np.isfinite(self.max_error) and self.max_error <= self.bound)
+        """Every prompt within its (finite) per-prompt certificate, and within the domain-wide bound."""
+        return bool(self.within_certificate and np.isfinite(self.certificate) and self.max_error <= self.bound)
 
     @property
     def meets_target(self) -> bool:
@@ -79,5 +82,30 @@ def check(name: str, d: int, n: int, *, dtype: str = "float64", mode: str = "fus
     t2 = time.perf_counter()
     exact = closed_form(c, X, y, xq)
     err = np.abs(yhat - exact)
+    cert = c.certify(X, y, xq)
     return Row(name, mode, dtype, d, n, c.num_layers, c.width, c.model.num_parameters(), float(err.max()),
-               float((err / (1 + np.abs(exact))).max()), c.error_bound, targets(n, dtype), t1 - t0, t2 - t1)
+               float((err / (1 + np.abs(exact))).max()), c.error_bound, float(cert.max()), bool(np.all(err <= cert)),
+               targets(n, dtype), t1 - t0, t2 - t1)
+
+
+def load_construction(path):
+    """A saved construction, rebuilt from its header and checked against the file: every
+    tensor must equal the rebuilt one bit for bit (the guard and the certificates are for the
+    compiled weights), else ``ValueError`` naming the first tensor that differs."""
+    import torch
+
+    from iclkit.transformer import Transformer
+
+    model, meta = Transformer.load(path)
+    if "construction" not in meta or meta["construction"] not in REGISTRY:
+        raise ValueError(f"{path} holds no construction metadata")
+    params = {k: np.asarray(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
+    c = REGISTRY[meta["construction"]](meta["d"], meta["n"], x_norm=meta["x_norm"], y_bound=meta["y_bound"],
+                                       dtype=meta.get("dtype", "float64"), mode=meta["mode"],
+                                       levels=meta.get("levels"), **params, **meta.get("domain", {}))
+    rebuilt = c.model.state_dict()
+    for name, tensor in model.state_dict().items():
+        if name not in rebuilt or rebuilt[name].shape != tensor.shape or not torch.equal(rebuilt[name], tensor):
+            raise ValueError(f"{path}: tensor {name} differs from the {c.name} construction its header names "
+                             "(edited or corrupted weights carry no certificate)")
+    return c
