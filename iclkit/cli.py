@@ -52,8 +52,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           "[green]pass[/]" if ok else "[red]FAIL[/]")
             progress.advance(task)
     console.print(table)
-    console.print("pass = every prompt's error <= its (finite) per-prompt certificate and <= the domain-wide bound, "
-                  "and relative error <= the accuracy target; an infinite bound fails")
+    console.print("pass = every prompt's error <= its own finite per-prompt certificate and <= the domain-wide "
+                  "bound, and relative error <= the accuracy target (a domain-wide inf: none derived yet)")
     return 1 if failed else 0
 
 
