@@ -119,15 +119,15 @@ def sherman_morrison_bound(c: Construction, lam: float) -> float:
     ``B_k = A~_k w~_k`` obeys ``B_k = B_{k-1} + x y + Delta_k w~_k + (A~_{k-1} + x x^T) eps_k``,
     while ``b_k = A_k w_k = sum x y``; hence ``w~_n - w_n = P~_n (B_n - b_n) + (P~_n - P_n) b_n``.
     The faithful b-form carries b itself: its error is the generic analysis of the b ops.
-    Finite while every a eta < 1 and S < lam; infinite (refused at build) otherwise."""
+    Finite while every a eta < 1 and S < lam; infinite otherwise (no domain-wide certificate:
+    the per-prompt one, :meth:`Construction.certify`, still holds)."""
     ops, d, n = c.compiled.program.ops, c.d, c.n
     X, Y = c.x_norm, c.y_bound
     start = dict(c.compiled.error_bounds)  # x, y as every block reads them
+    first = 3  # mov x, the initial A^-1, then w (fused) or xy (faithful)
     if c.mode == "fused":
-        first = 3
         block = ops[first:first + 7] + (ops[first + 7:first + 9] if n > 1 else [ops[-2]])  # + the update's affs
     else:
-        first = 3
         block = ops[first:first + 7] + ([ops[first + 7]] if n > 1 else [])  # + the next block's move of A^-1
     w_bound = float(c.compiled.slot_bounds["w"])
     init = c.compiled.propagate(ops[:first], start)

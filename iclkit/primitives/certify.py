@@ -49,7 +49,6 @@ def _certify_chunk(compiled, inputs, output: str, column: int) -> np.ndarray:
     u = bd.roundoff(dtype)
     steps = list(program.execute(inputs, compiled.t_max))
     exact_before = {id(op): before for group, before, _ in steps for op in group}
-    exact_result = {id(op): res for group, _, results in steps for op, res in zip(group, results)}
     # the transformer, sublayer by sublayer: the state before and after each
     states: dict[tuple[int, str], tuple[dict, dict]] = {}
     with torch.no_grad():
@@ -62,7 +61,7 @@ def _certify_chunk(compiled, inputs, output: str, column: int) -> np.ndarray:
             h = m
     ln = {i: _layer_norm_read(compiled, i, states[(i, "mlp")][0]) for i, layer in enumerate(compiled.schedule)
           if layer.mlp}
-    ctx = Context(dtype, compiled.t_max, compiled.context.levels, ln)
+    ctx = Context(dtype, compiled.t_max, compiled.context.levels, sizes, ln)
     named = {}
 
     def slots(t: torch.Tensor) -> dict[str, np.ndarray]:  # flat (B, T, size) float64, cached per tensor
@@ -82,12 +81,11 @@ def _certify_chunk(compiled, inputs, output: str, column: int) -> np.ndarray:
         other = {s: _column_max(got_in[s]).max(axis=1, keepdims=True) for s in set(op.reads()) | {op.dst}}
         r = own_error(op, compiled.mechanisms[id(op)], ctx, layer, read, other, _column_max(got_in[op.dst]),
                       np.abs(got_out[op.dst]))
-        residual[id(op)] = r + _remainder(op, exact_before[id(op)], got_in, sizes)
+        residual[id(op)] = r + _remainder(op, exact_before[id(op)], got_in)
     # reverse pass along the exact run
-    exact_out = steps[-1][1][output]
     bar = {n: np.zeros_like(v) for n, v in steps[-1][1].items()}
     bar[output][:, column] = 1.0
-    total = np.zeros(exact_out.shape[0])
+    total = np.zeros(bar[output].shape[0])
     for group, before, _ in reversed(steps[:-1]):
         grads = [bar[op.dst] for op in group]
         for op in group:
@@ -138,7 +136,7 @@ def _layer_norm_read(compiled, layer: int, h: torch.Tensor) -> bd.LayerNormRead:
                             abs_error=2 * mean_err * scale + 4 * bd.UNDERFLOW[dtype])
 
 
-def _remainder(op: Op, exact: dict, got: dict, sizes: dict) -> np.ndarray | float:
+def _remainder(op: Op, exact: dict, got: dict) -> np.ndarray | float:
     """Bound on the exact second-order remainder q_j of a mul or a div."""
     if not isinstance(op, (Mul, Div)):
         return 0.0

@@ -201,7 +201,7 @@ def compile_program(
     T_max = max(max_len - 1, 1)
     leak = bd.attention_leak(dtype, T_max)
     drift = bd.residual_drift(dtype, R1, _sublayer_masses(layers, read_bounds, sizes, mechs, levels, 2 * R1))
-    ctx = Context(dtype, T_max, levels)
+    ctx = Context(dtype, T_max, levels, sizes)
 
     def mul_read(P: float) -> bd.LayerNormRead:  # pads leak at most 2 leak P into the residual's sum
         return bd.layer_norm_read(dtype, P, R2, (drift + 4 * leak * P) / L, L, (2 * P + 2 * R1) / L)
@@ -215,7 +215,7 @@ def compile_program(
 
     def worst_relative(P: float) -> float:  # one pad P serves every mul: the worst error relative to scale
         ln = mul_read(P)
-        return max(float(own_error(m, mechs[id(m)], Context(dtype, T_max, levels, {placement[id(m)]: ln}),
+        return max(float(own_error(m, mechs[id(m)], Context(dtype, T_max, levels, sizes, {placement[id(m)]: ln}),
                                    placement[id(m)], read_bounds[id(m)], slot_bounds, read_bounds[id(m)][m.dst],
                                    slot_bounds[m.dst])) / max(slot_bounds[m.dst], 1e-300) for m in signatures.values())
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from iclkit.primitives import bounds as bd
 from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op
 
@@ -29,11 +27,12 @@ class Mechanism:
 @dataclass
 class Context:
     """What every op's error needs besides its operands: dtype, context length, Richardson
-    levels, and the LayerNorm read of each MLP sublayer (keyed by layer index)."""
+    levels, slot sizes, and the LayerNorm read of each MLP sublayer (keyed by layer index)."""
 
     dtype: str
     t_max: int
     levels: int
+    sizes: dict[str, int]
     ln: dict = field(default_factory=dict)  # layer index -> bounds.LayerNormRead (scalars or per column)
 
 
@@ -47,8 +46,8 @@ def own_error(op: Op, mech: Mechanism, ctx: Context, layer: int, read, other, ds
         return bd.mean_error(dtype, t_max + 1, read[op.src], out) + bd.attention_error(
             dtype, t_max, other[op.dst], dst_old, 0.0, 1)
     if isinstance(op, Aff):
-        mass = _aff_mass(op, read)
-        other_mass = _aff_mass(op, other)
+        mass = op.input_mass(read, ctx.sizes)
+        other_mass = op.input_mass(other, ctx.sizes)
         if not op.accumulate:
             mass, other_mass = mass + dst_old, other_mass + other[op.dst]
         return bd.attention_error(dtype, t_max, other_mass, mass, out, mech.out_terms)
@@ -63,15 +62,4 @@ def own_error(op: Op, mech: Mechanism, ctx: Context, layer: int, read, other, ds
     if isinstance(op, Div):
         return bd.div_error(dtype, ln, read[op.num], read[op.den], out) + clear
     raise TypeError(f"no error model for {type(op).__name__}")
-
-
-def _aff_mass(op: Aff, mags) -> object:
-    """sum_i |W_i| |src_i| + |bias| (+ |dst| when accumulating), entrywise bound as a max."""
-    total = 0.0
-    for term in op.terms:
-        W = np.asarray(term[1], dtype=float)
-        total = total + float(np.abs(W).sum(axis=-1).max() if W.ndim else abs(W)) * mags[term[0]]
-    if op.bias is not None:
-        total = total + float(np.abs(np.asarray(op.bias, dtype=float)).max())
-    return total + mags[op.dst] if op.accumulate else total
 
