@@ -61,25 +61,68 @@ def test_stacked_sgd_has_a_finite_certificate(mode):
 @pytest.mark.parametrize("name, kw", [("sgd", {"lr": 0.1}), ("gd", {"lr": 0.2, "lam": 0.1}), ("ridge", {"lam": 0.01})])
 @pytest.mark.parametrize("mode", ["fused", "faithful"])
 def test_per_prompt_certificate_is_sound_and_tight(name, kw, mode):
-    """certify bounds every prompt's error (sound), is far below the domain-wide bound, and is
-    no more than 1e4 times the measured error at its largest (the README reports the ratios)."""
+    """certify bounds every prompt's error (sound) and its largest is within 100x of the
+    largest measured error (issue 9's target; measured 1.3x to 4.2x here, README table)."""
     c = C.REGISTRY[name](4, 10, mode=mode, **kw)
     X, y, xq = sample_problems(4, 10, 16, seed=13)
-    err = np.abs(c.predict(X, y, xq) - closed_form(c, X, y, xq))
+    err = np.abs(c.predict(X, y, xq) - c.reference(X, y, xq))  # extended precision: the certificate can be that tight
     cert = c.certify(X, y, xq)
     assert cert.shape == (16,) and np.all(err <= cert)
-    assert cert.max() <= 1e4 * err.max() and cert.max() < 1e-5
+    assert cert.max() <= 100 * err.max()
 
 
-def test_certificate_catches_a_corrupted_weight():
-    """A weight changed after compilation: the per-prompt certificate (built for the compiled
-    weights) is then exceeded, which is how a reviewer's corrupted model shows up."""
+@pytest.mark.parametrize("name, kw", [("sgd", {"lr": 0.1}), ("gd", {"lr": 0.2, "lam": 0.1}), ("ridge", {"lam": 0.01})])
+def test_certificate_within_100x_at_d8_n40(name, kw):
+    """Issue 9's size, d = 8, n = 40: sound on every prompt, largest certificate within 100x
+    of the largest error (measured 2x to 12x), and the prediction within 1e-8 (1 + |y_hat|)."""
+    c = C.REGISTRY[name](8, 40, **kw)
+    X, y, xq = sample_problems(8, 40, 4, seed=13)
+    exact, pred = closed_form(c, X, y, xq), c.predict(X, y, xq)
+    err = np.abs(pred - c.reference(X, y, xq))
+    cert = c.certify(X, y, xq)
+    assert np.all(err <= cert) and cert.max() <= 100 * err.max()
+    assert np.all(np.abs(pred - exact) <= 1e-8 * (1 + np.abs(exact)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name, kw", [("sgd", {"lr": 0.1}), ("gd", {"lr": 0.05, "lam": 0.1}), ("ridge", {"lam": 0.05})])
+def test_measured_own_errors_obey_the_rounding_model(name, kw, dtype):
+    """Every op's own error, measured in extended precision on real runs, is within what
+    bounds.py derives for it at the same magnitudes (ratio <= 1), and the model is not
+    vacuous: some op comes within 4x of its bound (a bound reported too small, or a factor
+    dropped, fails the first; one inflated by 4 the second)."""
+    c = C.REGISTRY[name](3, 5, dtype=dtype, **kw)
+    X, y, xq = sample_problems(3, 5, 16, seed=5)
+    ratios = c.own_error_ratios(X, y, xq)
+    assert len(ratios) == len(c.compiled.program.ops)
+    assert max(ratios.values()) <= 1.0, max(ratios.items(), key=lambda kv: kv[1])
+    assert max(ratios.values()) >= 0.25
+
+
+def test_a_corrupted_weight_is_named_and_the_certificate_stays_sound():
+    """A weight changed after compilation: the certificate (measured own errors) still bounds
+    the error, now large; the own-error check names an op of the corrupted layer; a weight
+    that writes where no op writes is refused outright."""
+    import torch
+
     c = C.ridge(3, 2, lam=0.1)
     X, y, xq = sample_problems(3, 2, 8, seed=2)
-    with __import__("torch").no_grad():
+    clean = c.certify(X, y, xq)
+    with torch.no_grad():
         c.model.layers[1].W_out.mul_(1.0 + 1e-6)
-    err = np.abs(c.predict(X, y, xq) - closed_form(c, X, y, xq))
-    assert np.any(err > c.certify(X, y, xq))
+    err = np.abs(c.predict(X, y, xq) - c.reference(X, y, xq))
+    cert = c.certify(X, y, xq)
+    assert np.all(err <= cert) and err.max() > 100 * clean.max()
+    flagged = [op for op, r in c.own_error_ratios(X, y, xq).items() if r > 1]
+    layer_1 = {f"{i}: {op.describe()}" for i, op in enumerate(c.compiled.program.ops) if c.compiled.placement[id(op)] == 1}
+    assert flagged and set(flagged) <= layer_1
+    c = C.ridge(3, 2, lam=0.1)
+    written = {op.dst for op in c.compiled.program.ops if c.compiled.placement[id(op)] == 0}
+    idle = next(s for s in c.compiled.program.slots if s not in written)
+    with torch.no_grad():
+        c.model.layers[0].W_O[0, :, c.layout.rows(idle).start] += 1e-3
+    with pytest.raises(ValueError, match=f"changes slot '{idle}'"):
+        c.certify(X, y, xq)
 
 
 def test_sgd_at_the_papers_learning_rates_is_accurate_or_refused():
@@ -95,7 +138,7 @@ def test_sgd_at_the_papers_learning_rates_is_accurate_or_refused():
             continue
         exact = closed_form(c, X, y, xq)
         assert (np.abs(pred - exact) / (1 + np.abs(exact))).max() <= 1e-8
-        assert np.all(np.abs(pred - exact) <= c.certify(X, y, xq))
+        assert np.all(np.abs(pred - c.reference(X, y, xq)) <= c.certify(X, y, xq))
 
 
 def test_every_x_column_predicts_with_its_prefix():
@@ -172,7 +215,8 @@ def test_verify_main_job_passes(capsys):
     from iclkit.cli import main
 
     assert main(["verify", "--constructions", "sgd", "ridge", "--d", "2", "--n", "1", "2", "--trials", "4"]) == 0
-    assert "pass" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.count("pass") >= 6 + 1 and out.count("no bound") == 2 + 1  # stacked ridge: no domain-wide bound (+ legend)
     assert main(["verify", "--constructions", "gd", "--d", "2", "--trials", "2", "--modes", "fused"]) == 0  # --n defaults
 
 

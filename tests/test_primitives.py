@@ -69,7 +69,8 @@ def test_approximate_bounds_hold_and_certificates_are_tighter(name, dtype):
     values = {n: rng.uniform(-2, 2, (16, T, *slots[n])) for n in inputs}
     if lo:
         values["c"] = np.sign(values["c"]) * np.maximum(np.abs(values["c"]), 0.5)
-    out, ref = compiled.run(values), compiled.interpret(values)
+    out = compiled.run(values)
+    ref = compiled.interpret({k: v.astype(np.longdouble) for k, v in values.items()})  # extended: below the margin
     z = out["z"].reshape(16, T, -1)[..., 0]
     cert = certify(compiled, values, "z", column=-1) if slots["z"] == () else None
     if cert is not None:
@@ -179,3 +180,14 @@ def test_runtime_input_errors():
         compiled.run({**good, "a": np.full((1, T, 2), 3.0)}, strict=False)
     with pytest.raises(ValueError, match="max_len"):
         compiled.run({"a": np.zeros((1, T + 1, 2)), "c": np.ones((1, T + 1))})
+
+
+def test_subnormal_or_nonfinite_coefficients_are_refused_by_name():
+    """A subnormal aff coefficient once compiled to NaN weights (kappa overflowed): now refused."""
+    from iclkit.primitives import ProgramError
+
+    slots = {"a": (1,), "c": (), "s": (1,), "z": (1,)}
+    for coef, reason in ((5e-324, "subnormal"), (float("nan"), "NaN")):
+        program = Program(slots, {"a": 1.0, "c": 2.0}, [aff("s", ("a", coef)), mul("z", "s", "c", (1, 1, 1))])
+        with pytest.raises(ProgramError, match=f"term 'a' has a {reason}"):
+            compile_program(program, max_len=6)

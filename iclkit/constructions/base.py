@@ -94,13 +94,32 @@ class Construction:
     def certify(self, X, y, xq):
         """A rigorous bound on |transformer y_hat - exact y_hat| for these prompts (a float, or
         shape (batch,)): the a-posteriori analysis of :mod:`iclkit.primitives.certify` on this
-        run, far tighter than :attr:`error_bound`. Valid wherever it is finite, in or out of
-        the domain (outside it, :meth:`predict` refuses; the certificate still holds)."""
+        run: each op's own error measured in extended precision, carried to y_hat by the exact
+        adjoint. Valid wherever it is finite, in or out of the domain (outside it,
+        :meth:`predict` refuses; the certificate still holds), and for any weights."""
         X, y, xq, single = self._batch(X, y, xq)
         from iclkit.primitives.certify import certify
 
         bound = certify(self.compiled, self.inputs(X, y, xq), "yhat")
         return float(bound[0]) if single else bound
+
+    def reference(self, X, y, xq) -> np.ndarray:
+        """The program's exact y_hat, evaluated in extended precision (``numpy.longdouble``):
+        what :meth:`certify` bounds the distance to. Compare with it, not with a float64
+        closed form, whose own rounding can exceed a tight certificate's margin."""
+        X, y, xq, single = self._batch(X, y, xq)
+        inputs = {k: v.astype(np.longdouble) for k, v in self.inputs(X, y, xq).items()}
+        yhat = self.compiled.program.interpret(inputs, t_max=self.compiled.t_max)["yhat"][:, -1]
+        return yhat[0] if single else yhat
+
+    def own_error_ratios(self, X, y, xq) -> dict[str, float]:
+        """Each op's measured own error on these prompts over what the rounding model allows
+        (:func:`iclkit.primitives.certify.own_error_ratios`): all <= 1 when the weights do
+        what they were compiled to do; an op above 1 is where they do not."""
+        X, y, xq, _ = self._batch(X, y, xq)
+        from iclkit.primitives.certify import own_error_ratios
+
+        return own_error_ratios(self.compiled, self.inputs(X, y, xq))
 
     def sizes(self) -> dict:
         cfg = self.model.cfg

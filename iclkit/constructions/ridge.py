@@ -123,7 +123,9 @@ def sherman_morrison_bound(c: Construction, lam: float) -> float:
     the per-prompt one, :meth:`Construction.certify`, still holds)."""
     ops, d, n = c.compiled.program.ops, c.d, c.n
     X, Y = c.x_norm, c.y_bound
-    start = dict(c.compiled.error_bounds)  # x, y as every block reads them
+    # x, y as every block reads them; the scratch slots' old values (cleared by each block)
+    # carry the previous block's errors: one pass over the block gives them
+    start = {s: 0.0 for s in c.compiled.program.slots} | {s: c.compiled.error_bounds[s] for s in ("x", "y")}
     first = 3  # mov x, the initial A^-1, then w (fused) or xy (faithful)
     if c.mode == "fused":
         block = ops[first:first + 7] + (ops[first + 7:first + 9] if n > 1 else [ops[-2]])  # + the update's affs
@@ -131,6 +133,7 @@ def sherman_morrison_bound(c: Construction, lam: float) -> float:
         block = ops[first:first + 7] + ([ops[first + 7]] if n > 1 else [])  # + the next block's move of A^-1
     w_bound = float(c.compiled.slot_bounds["w"])
     init = c.compiled.propagate(ops[:first], start)
+    start |= {s: e for s, e in c.compiled.propagate(block, start).items() if s not in ("A_inv", "w", "x", "y")}
     eta0 = d * init["A_inv"]  # A~_0 from the rounding of I/lam, as every later Delta
     S = lam * lam * eta0 / (1 - lam * eta0)
     E_P = E_w = 0.0

@@ -1,9 +1,12 @@
 """Per-prompt certificates: an a-posteriori error analysis of one run of a compiled program.
 
 Write z_j for the exact value op j writes and z~_j for the transformer's. The transformer's
-op j computes ``z~_j = f_j(z~_in) + r_j``, where ``r_j`` is the op's own error at the inputs
-the transformer actually holds (:func:`iclkit.primitives.errors.own_error`, fed with the
-prompt's own magnitudes, column by column). So the deviations obey, exactly,
+op j writes ``z~_j = f_j(z~_in) + r_j``: ``r_j`` is the op's *own error*, what it writes
+minus the op's exact meaning on the values the transformer actually holds. Both sides are
+known on a run, so ``r_j`` is **measured**: f_j is re-evaluated on the transformer's own
+state in extended precision (``numpy.longdouble``, 64-bit significand) and subtracted, with
+the extended evaluation's rounding bounded in the standard model and added. The deviations
+then obey, exactly,
 
     e_j = J_j e_in + q_j(e_in) + r_j,
 
@@ -13,90 +16,235 @@ linear ops (mov, aff, mean), ``e_a e_b`` for mul, and for div
 the output is ``sum_j lambda_j . (q_j + r_j)`` with ``lambda_j`` the adjoint (reverse-mode
 derivative) of the output with respect to z_j along the exact run: every cancellation of
 the algorithm (the contraction of an SGD step, Sherman-Morrison's) is kept, which is what a
-forward bound cannot see. The remainders q_j need |e| of the operands of mul and div: the
-deviation of the transformer's state from the float64 reference, doubled, plus
-``REFERENCE_SLACK`` per op of the reference's own rounding (they enter only at second order).
-The inputs' rounding to the model's dtype is an error at the inputs, carried the same way.
+forward bound cannot see. The certificate is ``sum_j |lambda_j| (|q_j| + |r_j|)``, plus the
+adjoint's own float64 rounding (bounded by the same sum over the absolute adjoint). The
+remainders q_j need |e| of the operands of mul and div: the deviation of the transformer's
+state from the float64 reference, doubled, plus ``REFERENCE_SLACK`` per op of the reference's
+own rounding (they enter only at second order). The inputs' rounding to the model's dtype is
+measured the same way, as the embedding's own error.
+
+Because r_j is measured, the certificate holds whatever the weights are: a corrupted weight
+makes it large, not wrong. :func:`own_error_ratios` compares each measured r_j with the
+op's *modelled* own error (:func:`iclkit.primitives.errors.own_error` at the prompt's
+magnitudes): at most 1 when the weights implement the compiled mechanisms, which checks the
+derived rounding model of :mod:`iclkit.primitives.bounds` on every run it is given.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from iclkit.primitives import bounds as bd
 from iclkit.primitives.errors import Context, own_error
-from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op
+from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op, shifted
 from iclkit.transformer.model import compensated_mean
 
 REFERENCE_SLACK = 16 * 2.0**-53  # per op, relative: the float64 reference's own rounding (second order only)
+EXTENDED_U = float(np.finfo(np.longdouble).eps) / 2  # unit roundoff of the re-evaluation
 CHUNK = 8  # prompts per pass (bounds memory: every op's residuals are kept for the reverse pass)
 
 
 def certify(compiled, inputs: dict[str, np.ndarray], output: str, column: int = -1) -> np.ndarray:
     """Rigorous bound, one per prompt, on |transformer - exact| of slot ``output`` (a scalar
     slot) at ``column``. ``inputs`` are per-column slots (batch, T, *shape)."""
+    return np.concatenate([_certify_run(_Run(compiled, chunk), output, column) for chunk in _chunks(compiled, inputs)])
+
+
+def own_error_ratios(compiled, inputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """For each op (by position and description): the largest measured own error over the
+    prompts, divided by its modelled own error. At most 1 means the weights do what the
+    compiler's error model says; above 1 names the op whose weights do not."""
+    worst: dict[str, float] = {}
+    for chunk in _chunks(compiled, inputs):
+        run = _Run(compiled, chunk)
+        modelled = run.modelled_own_errors()
+        for i, op in enumerate(compiled.program.ops):
+            measured, rounding = run.measured[id(op)]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(measured > rounding, (measured - rounding) / modelled[id(op)], 0.0)
+            key = f"{i}: {op.describe()}"
+            worst[key] = max(worst.get(key, 0.0), float(np.max(ratio, initial=0.0)))
+    return worst
+
+
+def _chunks(compiled, inputs):
     batch = np.asarray(inputs[compiled.input_order[0]]).shape[0]
-    parts = [_certify_chunk(compiled, {k: np.asarray(v)[i:i + CHUNK] for k, v in inputs.items()}, output, column)
-             for i in range(0, batch, CHUNK)]
-    return np.concatenate(parts)
+    return [{k: np.asarray(v)[i:i + CHUNK] for k, v in inputs.items()} for i in range(0, batch, CHUNK)]
 
 
-def _certify_chunk(compiled, inputs, output: str, column: int) -> np.ndarray:
-    program, model, layout = compiled.program, compiled.model, compiled.layout
-    sizes = program.sizes()
-    dtype = model.cfg.dtype
-    u = bd.roundoff(dtype)
-    steps = list(program.execute(inputs, compiled.t_max))
-    exact_before = {id(op): before for group, before, _ in steps for op in group}
-    # the transformer, sublayer by sublayer: the state before and after each
-    states: dict[tuple[int, str], tuple[dict, dict]] = {}
-    with torch.no_grad():
-        h = model.embed(compiled.tokens(inputs))
-        for i, layer in enumerate(model.layers):
-            a = h + layer.attention(h)
-            m = a + layer.mlp(a)
-            states[(i, "attn")] = (h, a)
-            states[(i, "mlp")] = (a, m)
-            h = m
-    ln = {i: _layer_norm_read(compiled, i, states[(i, "mlp")][0]) for i, layer in enumerate(compiled.schedule)
-          if layer.mlp}
-    ctx = Context(dtype, compiled.t_max, compiled.context.levels, sizes, ln)
-    named = {}
+@dataclass
+class _Sublayer:
+    before: dict[str, np.ndarray]  # program slot -> (B, T, size) float64 (exact copies of the state)
+    after: dict[str, np.ndarray]
 
-    def slots(t: torch.Tensor) -> dict[str, np.ndarray]:  # flat (B, T, size) float64, cached per tensor
-        if id(t) not in named:
-            arr = t.to(torch.float64).numpy()
-            named[id(t)] = (t, {n: arr[..., layout.rows(n)] for n in layout.slots})
-        return named[id(t)][1]
 
-    residual = {}  # id(op) -> |q_j| + r_j, shape (B, T, size)
-    for op in program.ops:
-        layer = compiled.placement[id(op)]
-        before, after = states[(layer, op.kind)]
-        got_in, got_out = slots(before), slots(after)
-        read = {s: _column_max(got_in[s]) for s in op.reads()}
-        if isinstance(op, Mean):
-            read[op.src] = np.maximum.accumulate(read[op.src], axis=1)
-        other = {s: _column_max(got_in[s]).max(axis=1, keepdims=True) for s in set(op.reads()) | {op.dst}}
-        r = own_error(op, compiled.mechanisms[id(op)], ctx, layer, read, other, _column_max(got_in[op.dst]),
-                      np.abs(got_out[op.dst]))
-        residual[id(op)] = r + _remainder(op, exact_before[id(op)], got_in)
-    # reverse pass along the exact run
-    bar = {n: np.zeros_like(v) for n, v in steps[-1][1].items()}
+class _Run:
+    """One run of the transformer beside the exact program, and each op's measured own error."""
+
+    def __init__(self, compiled, inputs: dict[str, np.ndarray]) -> None:
+        self.compiled = compiled
+        program, model, layout = compiled.program, compiled.model, compiled.layout
+        self.sizes = program.sizes()
+        self.steps = list(program.execute(inputs, compiled.t_max))
+        self.sublayers: dict[tuple[int, str], _Sublayer] = {}
+        self.residuals: dict[tuple[int, str], torch.Tensor] = {}
+        names = list(self.sizes)
+
+        def named(h: torch.Tensor) -> dict[str, np.ndarray]:
+            arr = h.to(torch.float64).numpy()
+            return {n: arr[..., layout.rows(n)] for n in names}
+
+        with torch.no_grad():
+            h = model.embed(compiled.tokens(inputs))
+            self.embedded = named(h)
+            for i, layer in enumerate(model.layers):
+                a = h + layer.attention(h)
+                m = a + layer.mlp(a)
+                self.residuals[(i, "mlp")] = a
+                self.sublayers[(i, "attn")] = _Sublayer(named(h), named(a))
+                self.sublayers[(i, "mlp")] = _Sublayer(self.sublayers[(i, "attn")].after, named(m))
+                h = m
+        self._check_untouched()
+        self.measured = {id(op): self._measure(op) for op in program.ops}
+
+    def _check_untouched(self) -> None:
+        """Slots that no op of a sublayer writes must come out of it bit for bit unchanged
+        (the compiled weights write nowhere else); otherwise the run is not the program's."""
+        writes: dict[tuple[int, str], set[str]] = {key: set() for key in self.sublayers}
+        for op in self.compiled.program.ops:
+            layer = self.compiled.placement[id(op)]
+            writes[(layer, op.kind)].add(op.dst)
+            if op.kind == "mlp" and op.dst not in op.reads():
+                writes[(layer, "attn")].add(op.dst)  # cleared by the layer's attention
+        for (layer, kind), sub in self.sublayers.items():
+            for name in self.compiled.program.slots:
+                if name not in writes[(layer, kind)] and not np.array_equal(sub.before[name], sub.after[name]):
+                    raise ValueError(f"layer {layer} {kind} changes slot {name!r}, which no op of the program "
+                                     "writes there: these weights do not implement the compiled program")
+
+    def _measure(self, op: Op) -> tuple[np.ndarray, np.ndarray]:
+        """(|r_j| as re-evaluated in extended precision, a bound on that re-evaluation's own
+        rounding), each (B, T, size)."""
+        sub = self.sublayers[(self.compiled.placement[id(op)], op.kind)]
+        held = {n: v.astype(np.longdouble) for n, v in sub.before.items()}
+        exact = op.evaluate(held, self.sizes)
+        diff = np.abs(sub.after[op.dst].astype(np.longdouble) - exact).astype(np.float64)
+        terms, mass = _evaluation_mass(op, sub.before, self.sizes)
+        rounding = bd.gamma(terms + 1, "float64") * (EXTENDED_U / 2.0**-53) * mass * (1 + 1e-3) + 2 * EXTENDED_U * diff
+        return diff, rounding
+
+    def modelled_own_errors(self) -> dict[int, np.ndarray]:
+        """Each op's own error as the rounding model bounds it at this run's magnitudes."""
+        compiled = self.compiled
+        ln = {i: _layer_norm_read(compiled, i, self.residuals[(i, "mlp")]) for i, layer in enumerate(compiled.schedule)
+              if layer.mlp}
+        ctx = Context(compiled.model.cfg.dtype, compiled.t_max, compiled.context.levels, self.sizes, ln)
+        out = {}
+        for op in compiled.program.ops:
+            layer = compiled.placement[id(op)]
+            sub = self.sublayers[(layer, op.kind)]
+            read = _read_magnitudes(op, sub.before)
+            other = {s: _column_max(sub.before[s]).max(axis=1, keepdims=True) for s in set(op.reads()) | {op.dst}}
+            out[id(op)] = own_error(op, compiled.mechanisms[id(op)], ctx, layer, read, other,
+                                    _column_max(sub.before[op.dst]), np.abs(sub.after[op.dst]))
+        return out
+
+
+def _certify_run(run: _Run, output: str, column: int) -> np.ndarray:
+    """``sum_j |lambda~_j| (|r_j| + |q_j|) + sum_k |rho_k| |e_k|``: the adjoint lambda~ as
+    computed (in extended precision), and the price of its rounding.
+
+    Why the second sum: with L the (lower-triangular) linear map of the recursion, e = L^-1 s
+    (s_j = q_j + r_j) and the output error is c.e. For the computed adjoint, with residual
+    ``rho = L^T lambda~ - c``, ``c.e = lambda~.s - rho.e`` exactly. Each step of the reverse
+    pass rounds locally (|rho| <= gamma of that step's absolute terms, nothing compounds), and
+    e_k is the deviation of the state the step pulls back into (bounded like the remainders'),
+    so this term is second order."""
+    steps = run.steps
+    residual = {}
+    deviation = {}
+    for op in run.compiled.program.ops:
+        measured, rounding = run.measured[id(op)]
+        before = _exact_before(steps, op)
+        sub = run.sublayers[(run.compiled.placement[id(op)], op.kind)]
+        residual[id(op)] = measured + rounding + _remainder(op, before, sub.before)
+        deviation[id(op)] = {s: _deviation(sub.before[s], before[s]) for s in op.reads()}
+    bar = {n: np.zeros(v.shape, dtype=np.longdouble) for n, v in steps[-1][1].items()}
     bar[output][:, column] = 1.0
-    total = np.zeros(bar[output].shape[0])
+    T = bar[output].shape[1]
+    step_rounding = bd.gamma(max(run.sizes.values()) + T + 3, "float64") * (EXTENDED_U / 2.0**-53) * (1 + 1e-3)
+    total = np.zeros(bar[output].shape[0], dtype=np.longdouble)
+    adjoint_error = np.zeros(bar[output].shape[0])
     for group, before, _ in reversed(steps[:-1]):
         grads = [bar[op.dst] for op in group]
         for op in group:
             bar[op.dst] = np.zeros_like(bar[op.dst])
         for op, g in zip(group, grads):
             total += (np.abs(g) * residual[id(op)]).sum(axis=(1, 2))
-            _vjp(op, g, before, bar, sizes)
-    for name, value in steps[-1][1].items():  # inputs (and pos) are rounded to the dtype on the way in
-        if name in program.inputs or name == "pos":
-            total += (np.abs(bar[name]) * u * np.abs(value)).sum(axis=(1, 2))
-    return total * (1 + 1e-10)  # the adjoint's own float64 rounding, far below this
+            _vjp(op, g, before, bar, run.sizes, absolute=False)
+            local = {s: np.zeros(bar[s].shape) for s in op.reads()}
+            _vjp(op, np.abs(g).astype(np.float64), before, local, run.sizes, absolute=True)
+            for s, mass in local.items():
+                rho = step_rounding * (mass + np.abs(bar[s]).astype(np.float64))
+                adjoint_error += (rho * deviation[id(op)][s]).sum(axis=(1, 2))
+    initial = steps[0][1]
+    for name in run.compiled.program.inputs | {"pos": 1.0}:  # the embedding's own error (inputs rounded to the dtype)
+        embedded = np.abs(run.embedded[name].astype(np.longdouble) - initial[name]).astype(np.float64)
+        total += (np.abs(bar[name]) * embedded).sum(axis=(1, 2))
+    # total: a longdouble sum of positive terms (relative rounding far below 1e-12)
+    return (total.astype(np.float64) + adjoint_error) * (1 + 1e-12)
+
+
+def _deviation(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Bound on |transformer - exact| of a slot from the float64 reference run: the observed
+    gap doubled plus the reference's own rounding (used only at second order)."""
+    return 2 * np.abs(got - exact) + REFERENCE_SLACK * np.abs(exact)
+
+
+def _exact_before(steps, op: Op) -> dict:
+    for group, before, _ in steps:
+        if any(o is op for o in group):
+            return before
+    raise KeyError(op.describe())
+
+
+def _evaluation_mass(op: Op, values: dict[str, np.ndarray], sizes: dict) -> tuple[int, np.ndarray]:
+    """(roundings per entry, sum of |terms|) of evaluating ``op`` in floating point: the
+    standard model's ``gamma(terms) mass`` bounds the evaluation's error."""
+    if isinstance(op, Mean):
+        v = np.abs(values[op.src])
+        counts = np.arange(1, v.shape[1] + 1).reshape(1, -1, 1)
+        return v.shape[1] + 1, np.cumsum(v, axis=1) / counts
+    if isinstance(op, Aff):
+        mats = op.matrices(sizes)
+        absolute = {s: np.abs(values[s]) for s in (*op.reads(), "one")}
+        mass = Aff(op.dst, terms=tuple((src, np.abs(W), off) for (src, W), off in zip(mats, op.term_offsets())),
+                   bias=None if op.bias is None else np.abs(op.bias_vector(sizes[op.dst])),
+                   accumulate=op.accumulate).evaluate(absolute, sizes)
+        terms = sum(int((W != 0).sum(axis=1).max(initial=0)) for _, W in mats) + 2
+        return terms, mass
+    if isinstance(op, Mul):
+        absolute = {op.a: np.abs(values[op.a]), op.b: np.abs(values[op.b])}
+        return op.shape[1] + 2, Mul(op.dst, a=op.a, b=op.b, shape=op.shape, bias=abs(op.bias)).evaluate(absolute, sizes)
+    if isinstance(op, Div):
+        return 2, np.abs(op.evaluate(values, sizes))
+    raise TypeError(f"no evaluation model for {type(op).__name__}")
+
+
+def _read_magnitudes(op: Op, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per column t, the largest |entry| of each slot as ``op`` reads it there: at the
+    columns its terms look back to (aff, mov), over columns 0..t (mean)."""
+    if isinstance(op, Mean):
+        return {op.src: np.maximum.accumulate(_column_max(values[op.src]), axis=1)}
+    read = {s: np.zeros_like(_column_max(values[s])) for s in op.reads()}
+    offsets = [(term[0], k) for term, k in zip(op.terms, op.term_offsets())] if isinstance(op, Aff) else []
+    offsets += [(s, 0) for s in op.reads() if not isinstance(op, Aff) or s == op.dst]
+    for s, k in offsets:
+        read[s] = np.maximum(read[s], shifted(_column_max(values[s]), k))
+    return read
 
 
 def _column_max(v: np.ndarray) -> np.ndarray:
@@ -142,7 +290,7 @@ def _remainder(op: Op, exact: dict, got: dict) -> np.ndarray | float:
         return 0.0
 
     def deviation(s):
-        return 2 * np.abs(got[s] - exact[s]) + REFERENCE_SLACK * np.abs(exact[s])
+        return _deviation(got[s], exact[s])
 
     if isinstance(op, Mul):
         ea, eb = _column_max(deviation(op.a)), _column_max(deviation(op.b))
@@ -155,28 +303,33 @@ def _remainder(op: Op, exact: dict, got: dict) -> np.ndarray | float:
     return np.where(ec < c, q, np.inf)
 
 
-def _vjp(op: Op, g: np.ndarray, before: dict, bar: dict, sizes: dict) -> None:
-    """Add ``g`` pulled back through ``op`` (at the exact values ``before``) into ``bar``."""
+def _vjp(op: Op, g: np.ndarray, before: dict, bar: dict, sizes: dict, absolute: bool) -> None:
+    """Add ``g`` pulled back through ``op`` (at the exact values ``before``) into ``bar``;
+    ``absolute``: through |J| instead (g >= 0 then, and so is the result)."""
+    f = np.abs if absolute else (lambda v: v)
     if isinstance(op, Mean):
         counts = np.arange(1, g.shape[1] + 1).reshape(1, -1, 1)
         bar[op.src] += np.flip(np.cumsum(np.flip(g / counts, axis=1), axis=1), axis=1)
     elif isinstance(op, Aff):
         for (src, W), offset in zip(op.matrices(sizes), op.term_offsets()):
-            _unshift_add(bar[src], g @ W, offset)
+            _unshift_add(bar[src], g @ f(W), offset)
         if op.accumulate:
             bar[op.dst] += g
     elif isinstance(op, Mul):
         p, q, r = op.shape
         B, T = g.shape[:2]
         G = g.reshape(B, T, p, r)
-        A = before[op.a].reshape(B, T, p, q)
-        Bm = before[op.b].reshape(B, T, q, r)
+        A = f(before[op.a].reshape(B, T, p, q))
+        Bm = f(before[op.b].reshape(B, T, q, r))
         bar[op.a] += (G @ np.swapaxes(Bm, -1, -2)).reshape(B, T, p * q)
         bar[op.b] += (np.swapaxes(A, -1, -2) @ G).reshape(B, T, q * r)
     elif isinstance(op, Div):
         c = before[op.den]
         bar[op.num] += g / np.abs(c)
-        bar[op.den] += -(g * before[op.num]).sum(-1, keepdims=True) * np.sign(c) / c**2
+        pull = (g * before[op.num]).sum(-1, keepdims=True) * np.sign(c) / c**2
+        if absolute:
+            pull = (g * np.abs(before[op.num])).sum(-1, keepdims=True) / c**2
+        bar[op.den] += -pull if not absolute else pull
     else:
         raise TypeError(f"no adjoint for {type(op).__name__}")
 
@@ -188,4 +341,3 @@ def _unshift_add(target: np.ndarray, g: np.ndarray, offset: int) -> None:
         return
     T = g.shape[1]
     np.add.at(target, (slice(None), np.maximum(np.arange(T) - offset, 0)), g)
-

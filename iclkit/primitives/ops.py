@@ -124,6 +124,16 @@ class Aff(Op):
             problems.append(str(e))
         if not self.terms and self.bias is None:
             problems.append("an aff needs at least one term or a bias")
+        coefficients = [(f"term {t[0]!r}", t[1]) for t in self.terms] + [("the bias", self.bias)]
+        for what, W in coefficients:
+            if W is None or _is_symbolic(W):
+                continue
+            W = np.abs(np.asarray(W, dtype=float))
+            if not np.all(np.isfinite(W)):
+                problems.append(f"{what} has a NaN or infinite coefficient")
+            elif np.any((W > 0) & (W < np.finfo(float).tiny)):
+                problems.append(f"{what} has a subnormal coefficient ({W[(W > 0) & (W < np.finfo(float).tiny)].min():.3g}): "
+                                "the rounding model assumes no underflow")
         if min([self.offset, *self.term_offsets()]) < 0:
             problems.append("offsets must be >= 0 (reads look back in time)")
         return problems

@@ -157,7 +157,8 @@ class Program:
         first = np.asarray(inputs[next(iter(self.inputs))]) if self.inputs else None
         B, T = first.shape[:2]
         symbolic = any(np.asarray(v).dtype == object for v in inputs.values())
-        dtype = object if symbolic else float
+        # object: sympy; otherwise float64, or wider if the inputs are (an extended-precision reference)
+        dtype = object if symbolic else np.result_type(np.float64, *(np.asarray(v).dtype for v in inputs.values()))
         values = {n: np.zeros((B, T, sizes[n]), dtype=dtype) for n in self.slots}
         for n in self.inputs:
             values[n] = np.asarray(inputs[n], dtype=dtype).reshape(B, T, sizes[n])

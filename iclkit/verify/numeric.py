@@ -66,6 +66,14 @@ class Row:
         return bool(self.within_certificate and np.isfinite(self.certificate) and self.max_error <= self.bound)
 
     @property
+    def status(self) -> str:
+        """``pass``; ``no bound`` (every prompt certified, but no finite domain-wide bound is
+        derived for this construction: not a pass); or ``FAIL``."""
+        if not (self.within_bound and self.meets_target):
+            return "FAIL"
+        return "pass" if np.isfinite(self.bound) else "no bound"
+
+    @property
     def meets_target(self) -> bool:
         return bool(self.max_relative <= self.target)
 
@@ -83,8 +91,9 @@ def check(name: str, d: int, n: int, *, dtype: str = "float64", mode: str = "fus
     exact = closed_form(c, X, y, xq)
     err = np.abs(yhat - exact)
     cert = c.certify(X, y, xq)
+    within = bool(np.all(np.abs(yhat - c.reference(X, y, xq)) <= cert))
     return Row(name, mode, dtype, d, n, c.num_layers, c.width, c.model.num_parameters(), float(err.max()),
-               float((err / (1 + np.abs(exact))).max()), c.error_bound, float(cert.max()), bool(np.all(err <= cert)),
+               float((err / (1 + np.abs(exact))).max()), c.error_bound, float(cert.max()), within,
                targets(n, dtype), t1 - t0, t2 - t1)
 
 

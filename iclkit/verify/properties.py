@@ -4,6 +4,8 @@ metamorphic relations. Used by the tests with a small budget and by
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,23 +30,35 @@ def compiled_equals_interpreter(program, dtype, seed):
         assert err <= compiled.error_bounds[slot], (slot, err, compiled.error_bounds[slot], [op.describe() for op in program.ops])
 
 
-@given(problem=problems(scale=st.sampled_from([0.5, 1.0, 2.5])), lam=st.sampled_from([0.01, 0.1, 0.5, 1.0, 4.0]),
-       lr=st.sampled_from([0.01, 0.02, 0.05, 0.1, 0.2]))
+@lru_cache(maxsize=48)
+def _construction(name: str, d: int, n: int, params: tuple) -> C.Construction:
+    """Constructions are deterministic in their arguments: build each once per run."""
+    return C.REGISTRY[name](d, n, **dict(params))
+
+
+CONTEXT_SIZES = [1, 2, 3, 4, 5, 6, 8, 10, 16, 24, 40]
+
+
+@given(problem=problems(d=st.integers(1, 8), n=st.sampled_from(CONTEXT_SIZES), scale=st.sampled_from([0.5, 1.0, 2.5])),
+       lam=st.sampled_from([0.01, 0.1, 0.5, 1.0, 4.0]), lr=st.sampled_from([0.01, 0.02, 0.05, 0.1, 0.2]))
 def constructions_within_certificate_or_refused(problem, lam, lr):
-    """sgd, gd and ridge over the paper's lr and lam grids and three data scales: each
-    prediction is within its per-prompt certificate, or the prompt is refused (BoundError):
-    never a silent wrong number. Within the domain, the float64 target 1e-8 (1 + |y_hat|) too."""
+    """sgd, gd and ridge, d <= 8, n <= 40, over the paper's lr and lam grids and three data
+    scales: each prediction is within its per-prompt certificate, or the prompt is refused
+    (BoundError): never a silent wrong number. Within the domain, the float64 target
+    1e-8 (1 + |y_hat|) holds too, and every op's measured own error obeys the rounding model."""
     X, y, xq = problem
     n, d = X.shape
     for name, kw in (("sgd", {"lr": lr, "lam": lam}), ("gd", {"lr": lr, "lam": lam}), ("ridge", {"lam": lam})):
-        c = C.REGISTRY[name](d, n, **kw)
+        c = _construction(name, d, n, tuple(sorted(kw.items())))
         try:
             pred = c.predict(X, y, xq)
         except BoundError:
             continue
         exact = exact_predictions(name, kw, X[None], y[None], xq[None])[0]
-        assert abs(pred - exact) <= c.certify(X, y, xq), name
+        assert abs(pred - c.reference(X, y, xq)) <= c.certify(X, y, xq), name
         assert abs(pred - exact) <= 1e-8 * (1 + abs(exact)), name
+        worst = max(c.own_error_ratios(X, y, xq).items(), key=lambda kv: kv[1])
+        assert worst[1] <= 1.0, (name, worst)
 
 
 @given(problem=problems(), seed=st.integers(0, 2**16))
@@ -93,4 +107,6 @@ def run_properties(examples: int, console) -> int:
         except Exception as e:  # hypothesis re-raises the shrunk counterexample's failure
             failed += 1
             console.print(f"[red]FAILS[/]  {prop.__name__}: {type(e).__name__}: {e}")
+            for note in getattr(e, "__notes__", []):  # hypothesis's falsifying example
+                console.print(f"        {note}", markup=False)
     return 1 if failed else 0

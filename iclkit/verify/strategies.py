@@ -40,7 +40,8 @@ def programs(draw, max_ops: int = 5, size=st.integers(1, 3)):
         if kind == "mov":
             steps.append(mov(dst, u, draw(st.integers(0, 3))))
         elif kind == "aff":
-            steps.append(aff(dst, (u, draw(st.floats(-2, 2))), (v, draw(st.floats(-2, 2))), bias=draw(st.floats(-1, 1))))
+            coef = st.floats(-2, 2, allow_subnormal=False)  # subnormal coefficients are refused (no underflow model)
+            steps.append(aff(dst, (u, draw(coef)), (v, draw(coef)), bias=draw(st.floats(-1, 1, allow_subnormal=False))))
         elif kind == "mul":  # elementwise-free: (k x 1) @ (1 x 1) with the divisor as the scalar
             steps.append(mul(dst, u, "c", (k, 1, 1)))
         else:
