@@ -71,12 +71,15 @@ def test_per_prompt_certificate_is_sound_and_tight(name, kw, mode):
     assert cert.max() <= 100 * err.max()
 
 
-@pytest.mark.parametrize("name, kw", [("sgd", {"lr": 0.1}), ("gd", {"lr": 0.2, "lam": 0.1}), ("ridge", {"lam": 0.01})])
-def test_certificate_within_100x_at_d8_n40(name, kw):
-    """Issue 9's size, d = 8, n = 40: sound on every prompt, largest certificate within 100x
-    of the largest error (measured 2x to 12x), and the prediction within 1e-8 (1 + |y_hat|)."""
-    c = C.REGISTRY[name](8, 40, **kw)
-    X, y, xq = sample_problems(8, 40, 4, seed=13)
+@pytest.mark.parametrize("name, n, kw", [("sgd", 40, {"lr": 0.1}), ("gd", 40, {"lr": 0.2, "lam": 0.1}),
+                                        ("ridge", 16, {"lam": 0.01})])
+def test_certificate_within_100x_at_d8(name, n, kw):
+    """Issue 9's size, d = 8, n = 40 (ridge n = 16 here for the suite's time; n = 40 is in
+    benchmarks/certificates.py, which asserts soundness too): sound on every prompt, largest
+    certificate within 100x of the largest error (measured 2x to 12x), and the prediction
+    within 1e-8 (1 + |y_hat|)."""
+    c = C.REGISTRY[name](8, n, **kw)
+    X, y, xq = sample_problems(8, n, 4, seed=13)
     exact, pred = closed_form(c, X, y, xq), c.predict(X, y, xq)
     err = np.abs(pred - c.reference(X, y, xq))
     cert = c.certify(X, y, xq)

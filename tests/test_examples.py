@@ -16,3 +16,17 @@ def test_example_runs_and_agrees(path):
         assert abs(float(got) - float(exact)) <= 1e-8
     for err, bound in re.findall(r"max error ([\d.e+-]+)\s+certified bound ([\d.e+-]+)", out.stdout):
         assert float(err) <= float(bound)
+
+
+def test_readme_tables_are_the_benchmark_files_verbatim():
+    """Every table the README includes is, character for character, the file a benchmark
+    script wrote (benchmarks/sync_readme.py copies them; each names its command)."""
+    import re
+
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    blocks = re.findall(r"<!-- include (\S+) -->\n(.*?)<!-- end include -->", readme, re.S)
+    assert len(blocks) >= 3
+    for path, body in blocks:
+        assert body == (root / path).read_text(), path
+        assert "Made by `python benchmarks/" in body
