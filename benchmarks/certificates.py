@@ -5,7 +5,6 @@ Errors are against the program's exact value in extended precision (Construction
 Prints a markdown table; ``--out FILE`` also writes it (the README includes docs/tables/)."""
 
 import argparse
-import sys
 import time
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from iclkit import constructions as C
 from iclkit.primitives import BoundError
 from iclkit.verify.numeric import closed_form, sample_problems
+from tables import emit  # benchmarks/tables.py, beside this script
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--d", type=int, default=8)
@@ -50,7 +50,4 @@ for name, kw in CASES:
                     f"{cert.max() / err.max():.1f} | {np.median(cert / err):.1f} | {c.error_bound:.1e} | {dt:.1f} |")
         print(line, flush=True)
         lines.append(line)
-if args.out:
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"written to {args.out}", file=sys.stderr)
+emit(lines, args.out)

@@ -4,9 +4,9 @@ the paper's parameters). Prints a markdown table; ``--out FILE`` also writes it 
 includes docs/tables/)."""
 
 import argparse
-import sys
 
 from iclkit.verify.numeric import check
+from tables import emit  # benchmarks/tables.py, beside this script
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--d", nargs="+", type=int, default=[2, 8])
@@ -33,7 +33,4 @@ for name in ("sgd", "gd", "ridge"):
                         f"{r.build_s:.1f} | {r.run_s:.1f} |")
                 print(line, flush=True)
                 lines.append(line)
-if args.out:
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"written to {args.out}", file=sys.stderr)
+emit(lines, args.out)

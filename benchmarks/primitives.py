@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from iclkit.primitives import Program, aff, compile_program, div, dot, mov, mul
+from tables import emit  # benchmarks/tables.py, beside this script
 
 T, BATCH = 9, 512
 OPS = {
@@ -48,6 +49,4 @@ for name, (op, slots) in OPS.items():
             ratio = f"{b / e:.1f}" if e > 0 else "exact (0 error)"
             lines.append(f"| {name} | {dtype} | {levels} | {e:.2e} | {b:.2e} | {ratio} | {w} |")
 print("\n".join(lines))
-if args.out:
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+emit(lines, args.out)

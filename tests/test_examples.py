@@ -20,7 +20,7 @@ def test_example_runs_and_agrees(path):
 
 def test_readme_tables_are_the_benchmark_files_verbatim():
     """Every table the README includes is, character for character, the file a benchmark
-    script wrote (benchmarks/sync_readme.py copies them; each names its command)."""
+    script wrote (benchmarks/tables.py copies them; each names its command)."""
     import re
 
     root = Path(__file__).parent.parent

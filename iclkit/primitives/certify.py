@@ -164,14 +164,15 @@ def _certify_run(run: _Run, output: str, column: int) -> np.ndarray:
     e_k is the deviation of the state the step pulls back into (bounded like the remainders'),
     so this term is second order."""
     steps = run.steps
+    exact_before = {id(op): before for group, before, _ in steps for op in group}
     residual = {}
     deviation = {}
     for op in run.compiled.program.ops:
         measured, rounding = run.measured[id(op)]
-        before = _exact_before(steps, op)
+        before = exact_before[id(op)]
         sub = run.sublayers[(run.compiled.placement[id(op)], op.kind)]
-        residual[id(op)] = measured + rounding + _remainder(op, before, sub.before)
         deviation[id(op)] = {s: _deviation(sub.before[s], before[s]) for s in op.reads()}
+        residual[id(op)] = measured + rounding + _remainder(op, before, deviation[id(op)])
     bar = {n: np.zeros(v.shape, dtype=np.longdouble) for n, v in steps[-1][1].items()}
     bar[output][:, column] = 1.0
     T = bar[output].shape[1]
@@ -191,7 +192,7 @@ def _certify_run(run: _Run, output: str, column: int) -> np.ndarray:
                 rho = step_rounding * (mass + np.abs(bar[s]).astype(np.float64))
                 adjoint_error += (rho * deviation[id(op)][s]).sum(axis=(1, 2))
     initial = steps[0][1]
-    for name in run.compiled.program.inputs | {"pos": 1.0}:  # the embedding's own error (inputs rounded to the dtype)
+    for name in (*run.compiled.program.inputs, "pos"):  # the embedding's own error (inputs rounded to the dtype)
         embedded = np.abs(run.embedded[name].astype(np.longdouble) - initial[name]).astype(np.float64)
         total += (np.abs(bar[name]) * embedded).sum(axis=(1, 2))
     # total: a longdouble sum of positive terms (relative rounding far below 1e-12)
@@ -202,13 +203,6 @@ def _deviation(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
     """Bound on |transformer - exact| of a slot from the float64 reference run: the observed
     gap doubled plus the reference's own rounding (used only at second order)."""
     return 2 * np.abs(got - exact) + REFERENCE_SLACK * np.abs(exact)
-
-
-def _exact_before(steps, op: Op) -> dict:
-    for group, before, _ in steps:
-        if any(o is op for o in group):
-            return before
-    raise KeyError(op.describe())
 
 
 def _evaluation_mass(op: Op, values: dict[str, np.ndarray], sizes: dict) -> tuple[int, np.ndarray]:
@@ -284,19 +278,15 @@ def _layer_norm_read(compiled, layer: int, h: torch.Tensor) -> bd.LayerNormRead:
                             abs_error=2 * mean_err * scale + 4 * bd.UNDERFLOW[dtype])
 
 
-def _remainder(op: Op, exact: dict, got: dict) -> np.ndarray | float:
-    """Bound on the exact second-order remainder q_j of a mul or a div."""
-    if not isinstance(op, (Mul, Div)):
-        return 0.0
-
-    def deviation(s):
-        return _deviation(got[s], exact[s])
-
+def _remainder(op: Op, exact: dict, deviation: dict) -> np.ndarray | float:
+    """Bound on the exact second-order remainder q_j of a mul or a div, from the operands'
+    exact values and the bounds on their deviations."""
     if isinstance(op, Mul):
-        ea, eb = _column_max(deviation(op.a)), _column_max(deviation(op.b))
-        return op.shape[1] * ea * eb
+        return op.shape[1] * _column_max(deviation[op.a]) * _column_max(deviation[op.b])
+    if not isinstance(op, Div):
+        return 0.0
     c = np.abs(exact[op.den])
-    ec, en = deviation(op.den), deviation(op.num)
+    ec, en = deviation[op.den], deviation[op.num]
     n = np.abs(exact[op.num])
     with np.errstate(divide="ignore", invalid="ignore"):
         q = (en * c + n * ec) * ec / (c * c * (c - ec))
@@ -323,13 +313,11 @@ def _vjp(op: Op, g: np.ndarray, before: dict, bar: dict, sizes: dict, absolute: 
         Bm = f(before[op.b].reshape(B, T, q, r))
         bar[op.a] += (G @ np.swapaxes(Bm, -1, -2)).reshape(B, T, p * q)
         bar[op.b] += (np.swapaxes(A, -1, -2) @ G).reshape(B, T, q * r)
-    elif isinstance(op, Div):
+    elif isinstance(op, Div):  # d(num/|c|)/dc = -num sign(c) / c^2
         c = before[op.den]
         bar[op.num] += g / np.abs(c)
-        pull = (g * before[op.num]).sum(-1, keepdims=True) * np.sign(c) / c**2
-        if absolute:
-            pull = (g * np.abs(before[op.num])).sum(-1, keepdims=True) / c**2
-        bar[op.den] += -pull if not absolute else pull
+        sign = 1.0 if absolute else -np.sign(c)
+        bar[op.den] += sign * (g * f(before[op.num])).sum(-1, keepdims=True) / c**2
     else:
         raise TypeError(f"no adjoint for {type(op).__name__}")
 

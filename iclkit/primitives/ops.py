@@ -129,10 +129,11 @@ class Aff(Op):
             if W is None or _is_symbolic(W):
                 continue
             W = np.abs(np.asarray(W, dtype=float))
+            subnormal = W[(W > 0) & (W < np.finfo(float).tiny)]
             if not np.all(np.isfinite(W)):
                 problems.append(f"{what} has a NaN or infinite coefficient")
-            elif np.any((W > 0) & (W < np.finfo(float).tiny)):
-                problems.append(f"{what} has a subnormal coefficient ({W[(W > 0) & (W < np.finfo(float).tiny)].min():.3g}): "
+            elif subnormal.size:
+                problems.append(f"{what} has a subnormal coefficient ({subnormal.min():.3g}): "
                                 "the rounding model assumes no underflow")
         if min([self.offset, *self.term_offsets()]) < 0:
             problems.append("offsets must be >= 0 (reads look back in time)")
