@@ -24,7 +24,7 @@ others = {
     "OLS": algorithm("ols")(X, y, Q),
     "Ridge(0.1)": algorithm("ridge", lam=0.1)(X, y, Q),
     "GD(0.01), one step": algorithm("gd", lr=0.01)(X, y, Q),
-    "constructed ridge(0.1)": constructed(lambda i: constructions.ridge(spec.d, i, lam=0.1))(X, y, Q),
+    "constructed ridge(0.1)": constructed(constructions.ridge(spec.d, spec.n - 1, lam=0.1))(X, y, Q),
 }
 d, n = spec.d, spec.n
 print(f"\nlearner vs        {'SPD/d, n = 1..' + str(n - 1):<44} ILWD/d (mean over n >= d)")

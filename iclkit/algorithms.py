@@ -21,19 +21,34 @@ def _check(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def check_param(name: str, value, zero_ok: bool = False) -> float:
+    """A finite real number > 0 (or >= 0 with ``zero_ok``): else ``ValueError`` naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise ValueError(f"{name} must be finite and {'>= 0' if zero_ok else '> 0'}, got {value}")
+    return value
+
+
 def _start(w0, d: int) -> np.ndarray:
     if w0 is None:
         return np.zeros(d)
-    w0 = np.asarray(w0, dtype=float)
+    w0 = np.asarray(w0)
+    if w0.dtype == bool or np.iscomplexobj(w0) or not np.issubdtype(w0.dtype, np.number):
+        raise ValueError(f"w0 must hold real numbers, got an array of {w0.dtype}")
     if w0.shape != (d,):
         raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
-    return w0.copy()
+    if not np.all(np.isfinite(w0)):
+        raise ValueError(f"w0 must be finite, got {w0}")
+    return w0.astype(float)
 
 
 def sgd(X, y, *, lr: float, lam: float = 0.0, w0=None) -> np.ndarray:
     """One pass of SGD, one step per example in order (Theorem 1 stacked):
     ``w_k = w_{k-1} - 2 lr ((w_{k-1}.x_k - y_k) x_k + lam w_{k-1})``."""
     X, y = _check(X, y)
+    lr, lam = check_param("lr", lr), check_param("lam", lam, zero_ok=True)
     w = _start(w0, X.shape[1])
     for x_k, y_k in zip(X, y):
         w = w - 2 * lr * ((w @ x_k - y_k) * x_k + lam * w)
@@ -43,8 +58,9 @@ def sgd(X, y, *, lr: float, lam: float = 0.0, w0=None) -> np.ndarray:
 def gd(X, y, *, lr: float, lam: float = 0.0, w0=None, steps: int = 1) -> np.ndarray:
     """Full-batch gradient descent: ``w <- w - 2 lr (X^T X w - X^T y + lam w)``, ``steps`` times."""
     X, y = _check(X, y)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    lr, lam = check_param("lr", lr), check_param("lam", lam, zero_ok=True)
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     w = _start(w0, X.shape[1])
     for _ in range(steps):
         w = w - 2 * lr * (X.T @ (X @ w) - X.T @ y + lam * w)
@@ -54,8 +70,7 @@ def gd(X, y, *, lr: float, lam: float = 0.0, w0=None, steps: int = 1) -> np.ndar
 def ridge(X, y, *, lam: float) -> np.ndarray:
     """Ridge regression ``(X^T X + lam I)^-1 X^T y`` (Theorem 2 stacked, Sherman–Morrison)."""
     X, y = _check(X, y)
-    if not lam > 0:
-        raise ValueError(f"ridge needs lam > 0, got {lam}")
+    lam = check_param("lam", lam)
     return np.linalg.solve(X.T @ X + lam * np.eye(X.shape[1]), X.T @ y)
 
 
@@ -68,6 +83,5 @@ def ols(X, y) -> np.ndarray:
 def bayes(X, y, *, noise_var: float, prior_var: float) -> np.ndarray:
     """Posterior mean for ``w ~ N(0, prior_var I)``, ``y = w.x + N(0, noise_var)``: ridge with
     ``lam = noise_var / prior_var`` (Eqs. 18–19)."""
-    if not prior_var > 0 or not noise_var > 0:
-        raise ValueError(f"bayes needs noise_var > 0 and prior_var > 0, got {noise_var}, {prior_var}")
+    noise_var, prior_var = check_param("noise_var", noise_var), check_param("prior_var", prior_var)
     return ridge(X, y, lam=noise_var / prior_var)

@@ -36,7 +36,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         cases = DEFAULT_CASES
     jobs = [(name, mode, d, n) for name in args.constructions for d, n in cases for mode in args.modes]
     table = Table(title=f"iclkit verify ({args.dtype}, seed {args.seed}, {args.trials} prompts each)")
-    for col in ("construction", "mode", "d", "n", "layers", "width", "parameters", "max error", "per-prompt cert.",
+    for col in ("construction", "mode", "d", "n", "layers (applied)", "width", "parameters (stored)", "max error", "per-prompt cert.",
                 "domain-wide bound", "rel. error", "target", "pass"):
         table.add_column(col, justify="right")
     failed = 0
@@ -44,7 +44,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         task = progress.add_task("verifying", total=len(jobs))
         for name, mode, d, n in jobs:
             progress.update(task, description=f"{name} {mode} d={d} n={n}")
-            row = check(name, d, n, dtype=args.dtype, mode=mode, seed=args.seed, trials=args.trials)
+            try:
+                row = check(name, d, n, dtype=args.dtype, mode=mode, seed=args.seed, trials=args.trials)
+            except ValueError as e:  # refused at build (e.g. float32 cannot size it): a reason, not a number
+                table.add_row(name, mode, str(d), str(n), *["-"] * 8, f"[yellow]refused[/]: {e}")
+                progress.advance(task)
+                continue
             failed += row.status == "FAIL"
             table.add_row(name, mode, str(d), str(n), str(row.layers), str(row.width), f"{row.parameters:,}",
                           _fmt(row.max_error), _fmt(row.certificate), _fmt(row.bound), _fmt(row.max_relative), _fmt(row.target),
@@ -61,8 +66,8 @@ def cmd_sizes(args: argparse.Namespace) -> int:
     from iclkit.verify.numeric import DEFAULT_PARAMS
 
     table = Table(title="construction sizes (n = 1 is the paper's single block)")
-    for col in ("construction", "mode", "d", "n", "layers", "heads", "residual width", "program rows", "mlp width",
-                "parameters", "paper layers", "paper rows"):
+    for col in ("construction", "mode", "d", "n", "layers (applied)", "stored layers", "heads", "residual width",
+                "program rows", "mlp width", "parameters (stored)", "paper layers", "paper rows"):
         table.add_column(col, justify="right")
     for name in args.constructions:
         for d in args.d or [1, 2, 4, 8]:
@@ -71,7 +76,8 @@ def cmd_sizes(args: argparse.Namespace) -> int:
                     c = REGISTRY[name](d, n, mode=mode, **DEFAULT_PARAMS[name])
                     s = c.sizes()
                     paper = c.paper
-                    table.add_row(name, mode, str(d), str(n), str(s["layers"]), str(s["heads"]), str(s["residual width"]),
+                    table.add_row(name, mode, str(d), str(n), str(s["layers"]), str(s["stored layers"]),
+                                  str(s["heads"]), str(s["residual width"]),
                                   str(s["program rows"]), str(s["mlp width"]), f"{s['parameters']:,}",
                                   str(paper.get("layers") or "-"), str(paper.get("rows") or "-"))
     console.print(table)
@@ -87,8 +93,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     kw = DEFAULT_PARAMS[args.construction] | given  # the paper's values where not given
     c = REGISTRY[args.construction](args.d, args.n, dtype=args.dtype, mode=args.mode[0], **kw)
     c.save(args.out)
-    console.print(f"wrote {args.out}: {args.construction} d={args.d} n={args.n}, {c.num_layers} layers, "
-                  f"width {c.width}, certified bound {_fmt(c.error_bound)}")
+    console.print(f"wrote {args.out}: {args.construction} d={args.d} n={args.n}, {c.num_layers} layers applied "
+                  f"({c.model.cfg.stored_layers} stored), {c.model.num_parameters():,} parameters stored, width {c.width}, "
+                  f"certified bound {_fmt(c.error_bound)}")
     return 0
 
 
@@ -104,9 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         X, y, xq = sample_problems(d, n, args.batch, args.seed)
     pred = np.atleast_1d(c.predict(X, y, xq))  # the same guard as predict: a prompt off the domain is refused
     cert = np.atleast_1d(c.certify(X, y, xq))
-    exact = exact_predictions(c.name, c.params, np.atleast_3d(X).reshape(-1, n, d), np.reshape(y, (-1, n)),
-                              np.reshape(xq, (-1, d)))
-    table = Table(title=f"{args.file}: {c.name} d={d} n={n}")
+    k = np.shape(X)[-2]  # a model built for n runs prompts of k <= n examples
+    exact = exact_predictions(c.name, c.params, np.reshape(X, (-1, k, d)), np.reshape(y, (-1, k)), np.reshape(xq, (-1, d)))
+    table = Table(title=f"{args.file}: {c.name} d={d} n={n} ({c.num_layers} layers applied, "
+                        f"{c.model.cfg.stored_layers} stored), prompts of {k} examples")
     for col in ("prompt", "transformer", "closed form", "|difference|", "certificate"):
         table.add_column(col, justify="right")
     for b in range(len(pred)):

@@ -29,7 +29,14 @@ def test_ols_is_minimum_norm_when_underdetermined():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: A.ridge(np.ones((2, 2)), np.ones(2), lam=0.0), "lam > 0"),
+    (lambda: A.ridge(np.ones((2, 2)), np.ones(2), lam=0.0), "lam must be finite and > 0"),
+    (lambda: A.ridge(np.ones((2, 2)), np.ones(2), lam=np.inf), "lam must be finite"),
+    (lambda: A.sgd(np.ones((2, 2)), np.ones(2), lr=-1.0), "lr must be finite and > 0"),
+    (lambda: A.sgd(np.ones((2, 2)), np.ones(2), lr=0.1, lam=np.nan), "lam must be finite and >= 0"),
+    (lambda: A.sgd(np.ones((2, 2)), np.ones(2), lr=0.1, w0=[np.nan, 0.0]), "w0 must be finite"),
+    (lambda: A.gd(np.ones((2, 2)), np.ones(2), lr=0.1, steps=1.5), "steps must be an integer"),
+    (lambda: A.gd(np.ones((2, 2)), np.ones(2), lr=np.inf), "lr must be finite"),
+    (lambda: A.bayes(np.ones((2, 2)), np.ones(2), noise_var=-1.0, prior_var=1.0), "noise_var must be finite"),
     (lambda: A.sgd(np.ones((2, 2)), np.ones(3), lr=0.1), "y must have shape"),
     (lambda: A.gd(np.ones(2), np.ones(2), lr=0.1), "X must have shape"),
     (lambda: A.ols(np.array([[np.nan]]), np.ones(1)), "finite"),

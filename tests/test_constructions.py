@@ -170,8 +170,10 @@ def test_ridge_is_bayes_and_approaches_ols():
 def test_bad_input_is_refused_with_reasons():
     c = C.sgd(2, 3, lr=0.01)
     X, y, xq = sample_problems(2, 3, 1, seed=0)
-    with pytest.raises(ValueError, match=r"X must have shape \(3, 2\)"):
-        c.predict(X[0, :2], y[0, :2], xq[0])
+    with pytest.raises(ValueError, match=r"X must have shape \(n', 2\)"):
+        c.predict(X[0, :, :1], y[0], xq[0])
+    with pytest.raises(ValueError, match="y must have shape"):
+        c.predict(X[0, :2], y[0], xq[0])
     with pytest.raises(ValueError, match="xq must have shape"):
         c.predict(X[0], y[0], np.ones(3))
     with pytest.raises(ValueError, match="NaN or inf"):
@@ -233,3 +235,81 @@ def test_cli_build_defaults_and_refuses_a_wrong_parameter(tmp_path, capsys):
     assert (params["lr"], params["lam"]) == (0.01, 0.1)
     assert main(["build", "ridge", "--d", "2", "--lr", "0.1", "--out", str(path)]) == 2
     assert "ridge takes ['lam'], not ['lr']" in capsys.readouterr().out
+
+
+def test_a_construction_float32_cannot_size_is_refused_not_built():
+    """float32 ridge at d = 8, n = 24, lam = 0.01 once built with a LayerNorm pad no choice
+    could make finite and predicted with relative error 0.77 (and a NaN certificate)."""
+    with pytest.raises(ValueError, match=r"mul\(u <- A_inv, x\) cannot be made accurate in float32"):
+        C.ridge(8, 24, lam=0.01, dtype="float32")
+
+
+# ---- looped (weight-tied) models ----------------------------------------------------------
+def test_find_loop_takes_the_block_that_saves_most():
+    from iclkit.primitives.compile import find_loop
+
+    assert find_loop(list("abcbcbcd")) == (1, 2, 3)
+    assert find_loop(list("aaaa")) == (0, 1, 4)
+    assert find_loop(list("abcd")) is None
+    assert find_loop(list("xabcabcabcy")) == (1, 3, 3)
+
+
+LOOPED = [("sgd", {"lr": 0.05, "lam": 0.1}, m) for m in ("fused", "faithful")] + \
+         [("gd", {"lr": 0.1, "lam": 0.1}, "fused")] + [("ridge", {"lam": 0.1}, m) for m in ("fused", "faithful")]
+
+
+@pytest.mark.parametrize("name, kw, mode", LOOPED)
+def test_looped_model_stores_one_block_and_equals_its_unrolled_stack(name, kw, mode, tmp_path):
+    """Stored parameters at n = 8 within 3x of n = 1 (the issue's bar), the same predictions
+    as the plain stack bit for bit, and a save/load round trip that is bit-exact and small."""
+    import torch
+
+    from iclkit.transformer import Transformer
+
+    one, c = (C.REGISTRY[name](2, n, mode=mode, **kw) for n in (1, 8))
+    assert c.model.num_parameters() <= 3 * one.model.num_parameters()
+    assert len(list(c.model.parameters())) < len(list(c.model.unroll().parameters())) or name == "gd"
+    tokens = c.compiled.tokens(c.inputs(*sample_problems(2, 8, 4, seed=5)))
+    plain = c.model.unroll()
+    assert plain.cfg.num_layers == c.num_layers == len(c.model.applied_layers)
+    with torch.no_grad():
+        assert torch.equal(c.model(tokens), plain(tokens))
+    c.save(tmp_path / "c.safetensors")
+    one.save(tmp_path / "one.safetensors")
+    assert (tmp_path / "c.safetensors").stat().st_size <= 3 * (tmp_path / "one.safetensors").stat().st_size
+    loaded, _ = Transformer.load(tmp_path / "c.safetensors")
+    assert loaded.cfg == c.model.cfg
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens), c.model(tokens))
+
+
+@pytest.mark.parametrize("name, kw, mode", LOOPED)
+def test_a_model_built_for_n_predicts_every_shorter_prompt(name, kw, mode):
+    """Built for n = 6, run on prompts of k = 1..6 examples: within the per-prompt certificate
+    of the extended-precision program value, and within 1e-8 (1 + |y_hat|) of the closed form
+    for those k examples (the program-level proof is in iclkit.verify.symbolic)."""
+    c = C.REGISTRY[name](2, 6, mode=mode, **kw)
+    for k in range(1, 7):
+        X, y, xq = sample_problems(2, k, 3, seed=k)
+        pred, exact = c.predict(X, y, xq), closed_form(c, X, y, xq)
+        assert np.all(np.abs(pred - c.reference(X, y, xq)) <= c.certify(X, y, xq))
+        assert np.all(np.abs(pred - exact) <= 1e-8 * (1 + np.abs(exact))), (k, np.abs(pred - exact).max())
+    with pytest.raises(ValueError, match=r"1 <= n' <= 6"):
+        c.predict(*sample_problems(2, 7, 1, seed=0))
+
+
+def test_corrupting_a_looped_block_corrupts_every_repeat():
+    """The block is stored once: one changed entry moves every application of it, and the
+    own-error check names an op of the block, not only the first copy."""
+    import torch
+
+    c = C.sgd(2, 8, lr=0.05)
+    first, period, repeats = c.model.cfg.loop
+    X, y, xq = sample_problems(2, 8, 2, seed=1)
+    with torch.no_grad():
+        c.model.layers[first].W_out.mul_(1 + 1e-6)
+    ratios = c.own_error_ratios(X, y, xq)
+    flagged = [int(key.split(":")[0]) for key, r in ratios.items() if r > 1]
+    block_ops = [i for i, op in enumerate(c.compiled.program.ops)
+                 if first <= c.compiled.placement[id(op)] < first + period * repeats]
+    assert len(flagged) >= repeats - 1 and set(flagged) <= set(block_ops)

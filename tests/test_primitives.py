@@ -187,7 +187,12 @@ def test_subnormal_or_nonfinite_coefficients_are_refused_by_name():
     from iclkit.primitives import ProgramError
 
     slots = {"a": (1,), "c": (), "s": (1,), "z": (1,)}
-    for coef, reason in ((5e-324, "subnormal"), (float("nan"), "NaN")):
+    for coef, dtype, reason in ((5e-324, "float64", "coefficient .* subnormal in float64"),
+                                (float("nan"), "float64", "NaN"),
+                                (1e-40, "float32", "coefficient .* subnormal in float32"),
+                                (1e39, "float32", "coefficient .* beyond float32's range")):
         program = Program(slots, {"a": 1.0, "c": 2.0}, [aff("s", ("a", coef)), mul("z", "s", "c", (1, 1, 1))])
         with pytest.raises(ProgramError, match=f"term 'a' has a {reason}"):
-            compile_program(program, max_len=6)
+            compile_program(program, max_len=6, dtype=dtype)
+    compile_program(Program(slots, {"a": 1.0, "c": 2.0}, [aff("s", ("a", 1e-40))]), max_len=6)  # normal in float64
+

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from iclkit.algorithms import check_param
 from iclkit.primitives import BoundError, Compiled, compile_program
 from iclkit.primitives.program import Program
 
@@ -121,13 +122,22 @@ class Construction:
 
         return own_error_ratios(self.compiled, self.inputs(X, y, xq))
 
+    def audit(self, X, y, xq) -> tuple[np.ndarray, dict[str, float]]:
+        """(:meth:`certify`, :meth:`own_error_ratios`) from one run: the certificate per
+        prompt (shape (batch,)) and each op's worst measured-over-modelled own error."""
+        X, y, xq, _ = self._batch(X, y, xq)
+        from iclkit.primitives.certify import audit
+
+        return audit(self.compiled, self.inputs(X, y, xq), "yhat")
+
     def sizes(self) -> dict:
         cfg = self.model.cfg
         return {
             "construction": self.name, "mode": self.mode, "d": self.d, "n": self.n,
-            "layers": self.num_layers, "heads": cfg.num_heads, "residual width": self.width,
+            "layers": self.num_layers, "stored layers": cfg.stored_layers, "loop": cfg.loop,
+            "heads": cfg.num_heads, "residual width": self.width,
             "program rows": self.program_rows, "mlp width": cfg.mlp_width,
-            "parameters": self.model.num_parameters(),
+            "parameters": self.model.num_parameters(),  # stored: a looped block counts once
         }
 
     # ---- prompts --------------------------------------------------------------------------
@@ -136,8 +146,9 @@ class Construction:
         single = X.ndim == 2
         if single:
             X, y, xq = X[None], y[None], xq[None]
-        if X.ndim != 3 or X.shape[1:] != (self.n, self.d):
-            raise ValueError(f"X must have shape ({self.n}, {self.d}) or (batch, {self.n}, {self.d}) for this {self.name} construction (n={self.n}, d={self.d}), got {np.shape(X[0] if single else X)}")
+        if X.ndim != 3 or not 1 <= X.shape[1] <= self.n or X.shape[2] != self.d:
+            raise ValueError(f"X must have shape (n', {self.d}) or (batch, n', {self.d}) with 1 <= n' <= {self.n} for this "
+                             f"{self.name} construction (n={self.n}, d={self.d}), got {np.shape(X[0] if single else X)}")
         if X.shape[0] == 0:
             raise ValueError("the batch is empty: X has shape (0, n, d)")
         if y.shape != X.shape[:2]:
@@ -221,8 +232,8 @@ class NoBounds(dict):
 def step_params(name: str, d: int, n: int, lr: float, lam: float, w0, x_norm, y_bound):
     """Validate a gradient method's parameters; fill in w0 = 0 and the default domain."""
     check_sizes(d, n)
-    check_bound("lr", lr)
-    check_bound("lam", lam, zero_ok=True)
+    check_param("lr", lr)
+    check_param("lam", lam, zero_ok=True)
     w0 = np.zeros(d) if w0 is None else as_real_array(w0, "w0")
     if w0.shape != (d,):
         raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
@@ -233,18 +244,8 @@ def step_params(name: str, d: int, n: int, lr: float, lam: float, w0, x_norm, y_
 
 def domain_params(d: int, x_norm, y_bound) -> tuple[float, float]:
     """The certified domain's |x| and |y| bounds, checked, defaults filled in."""
-    x_norm = default_x_norm(d) if x_norm is None else check_bound("x_norm", x_norm)
-    return x_norm, default_y_bound(d) if y_bound is None else check_bound("y_bound", y_bound)
-
-
-def check_bound(name: str, value, zero_ok: bool = False) -> float:
-    """A finite real number > 0 (or >= 0): else ``ValueError`` naming the parameter."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        raise ValueError(f"{name} must be finite and {'>= 0' if zero_ok else '> 0'}, got {value}")
-    return value
+    x_norm = default_x_norm(d) if x_norm is None else check_param("x_norm", x_norm)
+    return x_norm, default_y_bound(d) if y_bound is None else check_param("y_bound", y_bound)
 
 
 def as_real_array(a, name: str) -> np.ndarray:

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import Construction, build, step_params
+from iclkit.constructions.base import Construction, build, is_symbolic, step_params
 from iclkit.primitives import Mean, Program, aff, dot, mov, mul
 
 
 def gd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm: float, y_bound: float) -> Program:
     X, Y = x_norm, y_bound
-    W0 = float(np.linalg.norm(w0))
-    b_err = W0 * X + Y
-    b_g = X * b_err
-    B_w = W0 + 2 * lr * (n * b_g + lam * W0)
+    if is_symbolic(lr, lam, w0):  # a proof: no numeric bounds
+        b_err = b_g = B_w = None
+        G_bound = yhat_bound = None
+    else:
+        W0 = float(np.linalg.norm(w0))
+        b_err = W0 * X + Y
+        b_g = X * b_err
+        B_w = W0 + 2 * lr * (n * b_g + lam * W0)
+        G_bound, yhat_bound = n * b_g, np.sqrt(d) * B_w * X
     T_max = 2 * n + 1  # the pos unit is t / T_max
     slots = {"y": (), "x": (d,), "x_ex": (d,), "err": (), "g": (d,), "g_mean": (d,), "count": (),
              "G": (d,), "w": (d,), "yhat": ()}
@@ -30,9 +35,9 @@ def gd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm:
         aff("err", ("x_ex", w0.reshape(1, d)), ("y", -1.0), bound=b_err),  # w0.x - y
         mul("g", "x_ex", "err", (d, 1, 1), bound=b_g),
         Mean("g_mean", src="g"),
-        mul("G", "g_mean", "count", (d, 1, 1), bound=n * b_g),  # sum over the examples so far
+        mul("G", "g_mean", "count", (d, 1, 1), bound=G_bound),  # sum over the examples so far
         aff("w", ("G", -2 * lr), bias=(1 - 2 * lr * lam) * w0, bound=B_w),
-        dot("yhat", "w", "x", d, bound=np.sqrt(d) * B_w * X),
+        dot("yhat", "w", "x", d, bound=yhat_bound),
     ]
     return Program(slots, {"y": Y, "x": X}, steps, name=f"gd(d={d}, n={n})")
 

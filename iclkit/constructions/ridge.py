@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import Construction, NoBounds, build, check_bound, check_sizes, domain_params, is_symbolic
+from iclkit.constructions.base import Construction, NoBounds, build, check_param, check_sizes, domain_params, is_symbolic
 from iclkit.primitives import Aff, Parallel, Program, aff, div, dot, mov, mul
 
 
@@ -97,7 +97,7 @@ def ridge(d: int, n: int, *, lam: float, x_norm: float | None = None, y_bound: f
     """A transformer computing ridge regression over its n in-context examples by n
     Sherman–Morrison updates (Theorem 2 at n=1). Matches :func:`iclkit.algorithms.ridge`."""
     check_sizes(d, n)
-    check_bound("lam", lam)
+    check_param("lam", lam)
     x_norm, y_bound = domain_params(d, x_norm, y_bound)
     program = ridge_program(d, n, lam=lam, x_norm=x_norm, y_bound=y_bound, mode=mode)
     paper = {"layers": 14 if n == 1 else None, "rows": 3 + 5 * d + 3 * d * d}

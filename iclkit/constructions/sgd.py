@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import (Construction, NoBounds, build, check_bound, default_x_norm, is_symbolic,
+from iclkit.constructions.base import (Construction, NoBounds, build, check_param, default_x_norm, is_symbolic,
                                        step_params)
 from iclkit.primitives import Aff, Program, aff, dot, mov, mul
 
@@ -111,7 +111,7 @@ def sgd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float |
     per layer).
     """
     w0, x_norm, y_bound = step_params("sgd", d, n, lr, lam, w0, x_norm, y_bound)
-    w_bound = default_w_bound(d, n, lr, lam, w0, x_norm, y_bound) if w_bound is None else check_bound("w_bound", w_bound)
+    w_bound = default_w_bound(d, n, lr, lam, w0, x_norm, y_bound) if w_bound is None else check_param("w_bound", w_bound)
     program = sgd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound, mode=mode, w_bound=w_bound)
     paper = {"layers": 9, "rows": 3 + 4 * d} if n == 1 else {"layers": None, "rows": 3 + 4 * d}
     c = build("sgd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,

@@ -98,11 +98,12 @@ def compare(learner: Learner, prompts: int = 256, queries: int = 32, constructed
     # certified domain: the default bounds, widened to cover these prompts (shifted ones exceed them)
     domain = {"x_norm": max(default_x_norm(spec.d), 1.01 * float(np.linalg.norm(np.concatenate([X[:b], Q[:b].reshape(b, -1, spec.d)], 1), axis=-1).max())),
               "y_bound": max(default_y_bound(spec.d), 1.01 * float(np.abs(y[:b]).max()))}
-    built = {"Constructed ridge(0.1)": (lambda i: constructions.ridge(spec.d, i, lam=0.1, **domain), algorithm("ridge", lam=0.1)),
-             "Constructed GD(0.01)": (lambda i: constructions.gd(spec.d, i, lr=0.01, **domain), algorithm("gd", lr=0.01))}
-    for name, (builder, own) in built.items():
+    longest = max(spec.n - 1, 1)  # one model per construction runs every prefix
+    built = {"Constructed ridge(0.1)": (constructions.ridge(spec.d, longest, lam=0.1, **domain), algorithm("ridge", lam=0.1)),
+             "Constructed GD(0.01)": (constructions.gd(spec.d, longest, lr=0.01, **domain), algorithm("gd", lr=0.01))}
+    for name, (construction, own) in built.items():
         log(f"compare: {name}, {b} prompts")
-        c = constructed(builder)(X[:b], y[:b], Q[:b])
+        c = constructed(construction)(X[:b], y[:b], Q[:b])
         result["against"][name] = curves(Q[:b], ours[:b], c, spec.d)
         result["self_check"][name] = curves(Q[:b], c, own(X[:b], y[:b], Q[:b]), spec.d)
     result["summary"] = {name: summarise(c, spec.d) for name, c in result["against"].items()}

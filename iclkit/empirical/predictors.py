@@ -57,19 +57,19 @@ def knn(k: int = 3, weighted: bool = False) -> Predictor:
     return predict
 
 
-def constructed(builder: Callable[[int], object]) -> Predictor:
-    """A constructed transformer as a predictor: ``builder(n)`` returns a construction for n
-    examples (e.g. ``lambda n: constructions.ridge(d, n, lam=0.1)``); prefix 0 predicts 0."""
+def constructed(construction) -> Predictor:
+    """A constructed transformer as a predictor: one construction built for at least n - 1
+    examples (e.g. ``constructions.ridge(d, n - 1, lam=0.1)``) runs every prefix, since a
+    model built for n predicts any prompt of n' <= n examples; prefix 0 predicts 0."""
 
     def predict(X: np.ndarray, y: np.ndarray, queries: np.ndarray) -> np.ndarray:
         B, n, d = X.shape
         out = np.zeros(queries.shape[:3])
+        K = queries.shape[2]
         for i in range(1, n):
-            c = builder(i)
-            K = queries.shape[2]
             Xi = np.repeat(X[:, :i], K, axis=0)
             yi = np.repeat(y[:, :i], K, axis=0)
-            out[:, i] = c.predict(Xi, yi, queries[:, i].reshape(B * K, d)).reshape(B, K)
+            out[:, i] = construction.predict(Xi, yi, queries[:, i].reshape(B * K, d)).reshape(B, K)
         return out
 
     return predict

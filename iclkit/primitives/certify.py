@@ -59,15 +59,29 @@ def own_error_ratios(compiled, inputs: dict[str, np.ndarray]) -> dict[str, float
     compiler's error model says; above 1 names the op whose weights do not."""
     worst: dict[str, float] = {}
     for chunk in _chunks(compiled, inputs):
-        run = _Run(compiled, chunk)
-        modelled = run.modelled_own_errors()
-        for i, op in enumerate(compiled.program.ops):
-            measured, rounding = run.measured[id(op)]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(measured > rounding, (measured - rounding) / modelled[id(op)], 0.0)
-            key = f"{i}: {op.describe()}"
-            worst[key] = max(worst.get(key, 0.0), float(np.max(ratio, initial=0.0)))
+        _worst_ratios(_Run(compiled, chunk), worst)
     return worst
+
+
+def audit(compiled, inputs: dict[str, np.ndarray], output: str, column: int = -1) -> tuple[np.ndarray, dict[str, float]]:
+    """:func:`certify` and :func:`own_error_ratios` from one run of the transformer."""
+    bounds, worst = [], {}
+    for chunk in _chunks(compiled, inputs):
+        run = _Run(compiled, chunk)
+        bounds.append(_certify_run(run, output, column))
+        _worst_ratios(run, worst)
+    return np.concatenate(bounds), worst
+
+
+def _worst_ratios(run: _Run, worst: dict[str, float]) -> None:
+    """Raise ``worst`` (op key -> ratio) to this run's measured over modelled own errors."""
+    modelled = run.modelled_own_errors()
+    for i, op in enumerate(run.compiled.program.ops):
+        measured, rounding = run.measured[id(op)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(measured > rounding, (measured - rounding) / modelled[id(op)], 0.0)
+        key = f"{i}: {op.describe()}"
+        worst[key] = max(worst.get(key, 0.0), float(np.max(ratio, initial=0.0)))
 
 
 def _chunks(compiled, inputs):
@@ -100,7 +114,7 @@ class _Run:
         with torch.no_grad():
             h = model.embed(compiled.tokens(inputs))
             self.embedded = named(h)
-            for i, layer in enumerate(model.layers):
+            for i, layer in enumerate(model.applied_layers):
                 a = h + layer.attention(h)
                 m = a + layer.mlp(a)
                 self.residuals[(i, "mlp")] = a
@@ -196,7 +210,8 @@ def _certify_run(run: _Run, output: str, column: int) -> np.ndarray:
         embedded = np.abs(run.embedded[name].astype(np.longdouble) - initial[name]).astype(np.float64)
         total += (np.abs(bar[name]) * embedded).sum(axis=(1, 2))
     # total: a longdouble sum of positive terms (relative rounding far below 1e-12)
-    return (total.astype(np.float64) + adjoint_error) * (1 + 1e-12)
+    bound = (total.astype(np.float64) + adjoint_error) * (1 + 1e-12)
+    return np.where(np.isnan(bound), np.inf, bound)  # an infinite residual times a zero adjoint: no bound
 
 
 def _deviation(got: np.ndarray, exact: np.ndarray) -> np.ndarray:

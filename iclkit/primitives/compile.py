@@ -17,6 +17,7 @@ How a layer realises its ops (see ``bounds`` for the numbers):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -179,7 +180,7 @@ def compile_program(
         raise ValueError(f"max_len {max_len} exceeds the longest context {dtype} positional attention resolves "
                          f"({bd.max_len(dtype)} columns: beyond it the logits' rounding can reach the gap between "
                          f"columns); use float64 or a shorter context")
-    program.validate(max_width)
+    program.validate(max_width, dtype)
     if output is not None and (output not in program.slots or program.slots[output] not in ((), (1,))):
         raise ValueError(f"output must be a scalar slot of the program, got {output!r}")
     layout = program.layout()
@@ -253,24 +254,51 @@ def compile_program(
         mlp_width=mlp_width,
         max_len=max_len,
         dtype=dtype,
+        loop=find_loop([spec.key() for spec in layer_specs]),
     )
     model = Transformer(cfg)
     with torch.no_grad():
         _write_embedding(model, layout, list(program.inputs), sizes, P, T_max)
-        for torch_layer, spec in zip(model.layers, layer_specs):
-            spec.write(torch_layer, layout, G, T_max, P)
+        stored = cfg.applied_index()
+        for torch_layer, s in zip(model.layers, range(cfg.stored_layers)):
+            layer_specs[stored.index(s)].write(torch_layer, layout, G, T_max, P)
         if output is not None:
             model.readout[layout.rows(output)] = 1.0
 
     write_bounds = {id(op): op.out_bound(read_bounds[id(op)], sizes) for op in program.ops}
     own = {id(op): float(own_error(op, mechs[id(op)], ctx, placement[id(op)], read_bounds[id(op)], slot_bounds,
                                    read_bounds[id(op)][op.dst], write_bounds[id(op)])) for op in program.ops}
+    unsized = next((op for op in program.ops if not math.isfinite(own[id(op)])), None)
+    if unsized is not None:
+        remedy = "float64, " if dtype != "float64" else ""
+        raise ValueError(f"{unsized.describe()} cannot be made accurate in {dtype} for these bounds (no finite error "
+                         f"bound at any LayerNorm pad or product scale: the residual's rounding swamps the reads); "
+                         f"use {remedy}slot bounds of similar magnitudes, a smaller input domain or a shorter context")
     errors = _propagate_errors(program, layers, read_bounds, sizes, own, dtype)
     constants = {"ln_pad": P, "attention_gap": G, "levels": levels}
     for op in mlp_ops:
         constants[f"{op.describe()}: {'product scale' if isinstance(op, Mul) else 'division scale'}"] = scales[id(op)]
     return Compiled(program, model, layout, layers, list(program.inputs), slot_bounds, errors, constants, output,
                     write_bounds, read_bounds, own, mechs, placement, ctx, P)
+
+
+def find_loop(keys: list[str]) -> tuple[int, int, int] | None:
+    """The (first, period, repeats) that stores fewest layers: layers ``first + r period + j``
+    (r < repeats, j < period) all have the key of layer ``first + j``. Equal keys mean equal
+    layer specs, hence bit-identical weights (writing a spec is deterministic)."""
+    best, saved = None, 0
+    N = len(keys)
+    for period in range(1, N // 2 + 1):
+        start = 0
+        while start + 2 * period <= N:
+            repeats = 1
+            while start + (repeats + 1) * period <= N and \
+                    keys[start + repeats * period:start + (repeats + 1) * period] == keys[start:start + period]:
+                repeats += 1
+            if period * (repeats - 1) > saved:
+                best, saved = (start, period, repeats), period * (repeats - 1)
+            start += 1
+    return best
 
 
 def _out_terms(op: Op, sizes: dict[str, int]) -> int:
@@ -343,6 +371,12 @@ class _LayerSpec:
     dividing: bool = False  # the layer's LayerNorm is taken over by division pads
     rebalance: list[str] = field(default_factory=list)  # slots whose sum head 0 subtracts from bal
     products: set[int] = field(default_factory=set)  # hidden units of GeLU products (left unbalanced)
+
+    def key(self) -> str:
+        """A digest of everything :meth:`write` reads from this spec (floats by their exact repr)."""
+        heads = [(shift, h.sources, h.outputs) for shift, h in self.heads.items()]
+        data = (heads, self.hidden, self.out_bias, self.read_scale, self.dividing, self.rebalance, sorted(self.products))
+        return hashlib.sha256(repr(data).encode()).hexdigest()
 
     def head(self, shift: int | None, sizes: dict[str, int]) -> _Head:
         if shift not in self.heads:

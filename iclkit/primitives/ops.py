@@ -124,19 +124,27 @@ class Aff(Op):
             problems.append(str(e))
         if not self.terms and self.bias is None:
             problems.append("an aff needs at least one term or a bias")
-        coefficients = [(f"term {t[0]!r}", t[1]) for t in self.terms] + [("the bias", self.bias)]
-        for what, W in coefficients:
+        if min([self.offset, *self.term_offsets()]) < 0:
+            problems.append("offsets must be >= 0 (reads look back in time)")
+        return problems
+
+    def coefficient_problems(self, dtype: str = "float64") -> list[str]:
+        """Coefficients the compiled weights cannot hold in ``dtype``: NaN or infinite, beyond
+        its largest number, or subnormal there (the rounding model assumes no underflow)."""
+        info = np.finfo(np.dtype(dtype))
+        problems = []
+        for what, W in [(f"term {t[0]!r}", t[1]) for t in self.terms] + [("the bias", self.bias)]:
             if W is None or _is_symbolic(W):
                 continue
             W = np.abs(np.asarray(W, dtype=float))
-            subnormal = W[(W > 0) & (W < np.finfo(float).tiny)]
+            subnormal = W[(W > 0) & (W < info.tiny)]
             if not np.all(np.isfinite(W)):
                 problems.append(f"{what} has a NaN or infinite coefficient")
+            elif np.any(W > info.max):
+                problems.append(f"{what} has a coefficient ({W.max():.3g}) beyond {dtype}'s range")
             elif subnormal.size:
-                problems.append(f"{what} has a subnormal coefficient ({subnormal.min():.3g}): "
+                problems.append(f"{what} has a coefficient ({subnormal.min():.3g}) that is subnormal in {dtype}: "
                                 "the rounding model assumes no underflow")
-        if min([self.offset, *self.term_offsets()]) < 0:
-            problems.append("offsets must be >= 0 (reads look back in time)")
         return problems
 
     def evaluate(self, values: Values, sizes: dict[str, int]) -> np.ndarray:
@@ -303,6 +311,11 @@ class Div(Op):
         return problems
 
     def evaluate(self, values, sizes) -> np.ndarray:
+        """``num / |den|``. On symbols (a proof) ``num / den``: a proof holds for a positive
+        divisor (den >= den_min, as the constructions' divisors are), and sympy's Abs would
+        flip signs inside it when it normalises ``Abs(-z)`` to ``Abs(z)``."""
+        if values[self.num].dtype == object or values[self.den].dtype == object:
+            return values[self.num] / values[self.den]
         return values[self.num] / np.abs(values[self.den])
 
     def out_bound(self, bounds, sizes) -> float:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from iclkit.primitives.layout import SYSTEM_SLOTS, Layout, Slot
-from iclkit.primitives.ops import Div, Op, Parallel
+from iclkit.primitives.ops import Aff, Div, Op, Parallel
 
 READABLE_SYSTEM = {"one": 1.0, "bos": 1.0, "pos": 1.0}  # system units programs may read
 
@@ -79,7 +79,7 @@ class Program:
         return Layout([Slot(n, s) for n, s in self.slots.items()])
 
     # ---- validation ----------------------------------------------------------------------
-    def problems(self, max_width: int | None = None) -> list[Problem]:
+    def problems(self, max_width: int | None = None, dtype: str = "float64") -> list[Problem]:
         """Every reason this program cannot be compiled (empty when it can)."""
         found: list[Problem] = []
         reserved = [n for n in self.slots if n in SYSTEM_SLOTS]
@@ -103,6 +103,8 @@ class Program:
                     continue
                 for reason in op.shape_problems(sizes):
                     found.append(Problem(i, desc, reason))
+                if isinstance(op, Aff):
+                    found.extend(Problem(i, desc, reason) for reason in op.coefficient_problems(dtype))
                 for s in op.reads():
                     if s not in written:
                         found.append(Problem(i, desc, f"reads slot {s!r}, which nothing has written"))
@@ -120,9 +122,9 @@ class Program:
             )
         return found
 
-    def validate(self, max_width: int | None = None) -> None:
-        """Raise :class:`ProgramError` listing every problem, if there is any."""
-        found = self.problems(max_width)
+    def validate(self, max_width: int | None = None, dtype: str = "float64") -> None:
+        """Raise :class:`ProgramError` listing every problem (for weights in ``dtype``), if there is any."""
+        found = self.problems(max_width, dtype)
         if found:
             raise ProgramError(found)
 

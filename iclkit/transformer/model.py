@@ -7,7 +7,10 @@ One layer::
 
 GeLU is the exact erf form; LN is ``(x - mean) / sqrt(var + eps)`` over the whole residual
 vector (the mean summed with compensation, see :func:`compensated_mean`). Position 0 holds a
-BOS token, the attention sink. Trained learners switch on the GPT-style options: a learned LN
+BOS token, the attention sink. A *looped* model (``loop = (first, period, repeats)``) stores a
+block of ``period`` layers once and applies it ``repeats`` times after ``first`` prologue
+layers (weight tying, as in looped transformers): ``num_layers`` counts applied layers,
+``layers`` holds each distinct one once. Trained learners switch on the GPT-style options: a learned LN
 gain and bias, LN on the attention input (``attn_ln``) and before the readout (``final_ln``),
 and the plain mean; constructions use none of them. This file is the only implementation of
 the layer math in iclkit: constructed and trained models both run here.
@@ -16,7 +19,7 @@ the layer math in iclkit: constructed and trained models both run here.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -46,6 +49,21 @@ class TransformerConfig:
     attn_ln: bool = False  # also LayerNorm the attention input (GPT-style pre-LN; trained learners)
     final_ln: bool = False  # LayerNorm before the readout (GPT-style; trained learners)
     dtype: str = "float64"
+    loop: tuple[int, int, int] | None = None  # (first, period, repeats): layers first.. first+period-1 repeated
+
+    @property
+    def stored_layers(self) -> int:
+        """Distinct layers held: the applied ones less the repeats of the looped block."""
+        return self.num_layers if self.loop is None else self.num_layers - self.loop[1] * (self.loop[2] - 1)
+
+    def applied_index(self) -> list[int]:
+        """For each applied layer, the index of the stored layer it runs."""
+        if self.loop is None:
+            return list(range(self.num_layers))
+        first, period, repeats = self.loop
+        block = [first + j for _ in range(repeats) for j in range(period)]
+        tail = range(first + period, self.stored_layers)
+        return [*range(first), *block, *tail]
 
     def __post_init__(self) -> None:
         for name in ("token_dim", "width", "num_heads", "head_dim", "value_dim", "mlp_width", "max_len"):
@@ -55,6 +73,12 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.num_layers must be >= 0, got {self.num_layers}")
         if self.dtype not in DTYPES:
             raise ValueError(f"TransformerConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.loop is not None:
+            object.__setattr__(self, "loop", tuple(int(v) for v in self.loop))  # JSON gives a list
+            first, period, repeats = self.loop
+            if first < 0 or period < 1 or repeats < 1 or first + period * repeats > self.num_layers:
+                raise ValueError(f"TransformerConfig.loop (first, period, repeats) = {self.loop} does not fit "
+                                 f"{self.num_layers} applied layers")
 
 
 def compensated_mean(h: torch.Tensor) -> torch.Tensor:
@@ -153,7 +177,7 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.W_E = nn.Parameter(torch.zeros(cfg.token_dim, cfg.width, dtype=dt))
         self.pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.width, dtype=dt))
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.stored_layers))
         self.final_ln = LayerNorm(cfg) if cfg.final_ln else None
         self.readout = nn.Parameter(torch.zeros(cfg.width, dtype=dt))
         self.readout_bias = nn.Parameter(torch.zeros((), dtype=dt))
@@ -162,8 +186,26 @@ class Transformer(nn.Module):
     def dtype(self) -> torch.dtype:
         return DTYPES[self.cfg.dtype]
 
+    @property
+    def applied_layers(self) -> list["DecoderLayer"]:
+        """The layers in the order they run (a looped block's layers appear once per repeat)."""
+        return [self.layers[i] for i in self.cfg.applied_index()]
+
     def num_parameters(self) -> int:
+        """Stored (unique) parameters: a looped block counts once."""
         return sum(p.numel() for p in self.parameters())
+
+    def unroll(self) -> "Transformer":
+        """The same network as a plain stack, one stored layer per applied layer (copies)."""
+        plain = Transformer(replace(self.cfg, loop=None))
+        with torch.no_grad():
+            for target, layer in zip(plain.layers, self.applied_layers):
+                target.load_state_dict(layer.state_dict())
+            for name in ("W_E", "pos", "readout", "readout_bias"):
+                getattr(plain, name).copy_(getattr(self, name))
+            if self.final_ln is not None:
+                plain.final_ln.load_state_dict(self.final_ln.state_dict())
+        return plain
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 3 or tokens.shape[-1] != self.cfg.token_dim:
@@ -178,7 +220,7 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor, return_states: bool = False):
         h = self.embed(tokens)
         states = [h]
-        for layer in self.layers:
+        for layer in self.applied_layers:
             h = layer(h)
             if return_states:
                 states.append(h)

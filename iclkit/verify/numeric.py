@@ -113,6 +113,9 @@ def load_construction(path):
                                        dtype=meta.get("dtype", "float64"), mode=meta["mode"],
                                        levels=meta.get("levels"), **params, **meta.get("domain", {}))
     rebuilt = c.model.state_dict()
+    if model.cfg != c.model.cfg or set(model.state_dict()) != set(rebuilt):
+        raise ValueError(f"{path}: its configuration (layers, loop, sizes) differs from the {c.name} construction its "
+                         "header names")
     for name, tensor in model.state_dict().items():
         if name not in rebuilt or rebuilt[name].shape != tensor.shape or not torch.equal(rebuilt[name], tensor):
             raise ValueError(f"{path}: tensor {name} differs from the {c.name} construction its header names "

@@ -43,9 +43,10 @@ def symbolic_prompt(d: int, n: int):
     return X, y, xq, w0
 
 
-def program_prediction(program: Program, X, y, xq) -> sp.Expr:
-    """y_hat at the query column, interpreting ``program`` on symbolic prompts."""
-    return program.interpret(prompt_inputs(X[None], y[None], xq[None]))["yhat"][0, -1]
+def program_prediction(program: Program, X, y, xq, t_max: int | None = None) -> sp.Expr:
+    """y_hat at the query column, interpreting ``program`` on symbolic prompts (``t_max``: the
+    column the pos unit maps to 1; by default the prompt's last)."""
+    return program.interpret(prompt_inputs(X[None], y[None], xq[None]), t_max=t_max)["yhat"][0, -1]
 
 
 def sgd_closed_form(X, y, xq, w0, lr, lam) -> sp.Expr:
@@ -54,6 +55,11 @@ def sgd_closed_form(X, y, xq, w0, lr, lam) -> sp.Expr:
         x = sp.Matrix(x_k)
         w = w - 2 * lr * (((w.T * x)[0] - y_k) * x + lam * w)
     return (sp.Matrix(xq).T * w)[0]
+
+
+def gd_closed_form(X, y, xq, w0, lr, lam) -> sp.Expr:
+    Xm, ym, w = sp.Matrix(X), sp.Matrix(y), sp.Matrix(w0)
+    return (sp.Matrix(xq).T * (w - 2 * lr * (Xm.T * (Xm * w - ym) + lam * w)))[0]
 
 
 def ridge_closed_form(X, y, xq, lam) -> sp.Expr:
@@ -85,13 +91,34 @@ def prove_sgd(d: int, n: int, mode: str, mistake: bool = False) -> bool:
 
 
 def prove_ridge(d: int, n: int, mode: str) -> bool:
-    """Ridge's divisor 1 + x^T A^-1 x is >= 1 (A^-1 is positive definite), so |den| = den;
-    sympy cannot see that from the symbols alone after the first block, so Abs is dropped
-    on that ground. The difference is then a rational function, proved 0 by cancellation."""
+    """Ridge's divisor 1 + x^T A^-1 x is >= 1 (A^-1 is positive definite), so |den| = den,
+    as a div on symbols evaluates it. The difference is a rational function, proved 0 by
+    cancellation."""
     X, y, xq, _ = symbolic_prompt(d, n)
     program = ridge_program(d, n, lam=LAM, x_norm=1.0, y_bound=1.0, mode=mode)
     diff = program_prediction(program, X, y, xq) - ridge_closed_form(X, y, xq, LAM)
-    return sp.cancel(sp.together(diff.replace(sp.Abs, lambda e: e))) == 0
+    return sp.cancel(sp.together(diff)) == 0
+
+
+def prove_shorter_prompt(name: str, d: int, n: int, k: int, mode: str) -> bool:
+    """The program built for n examples, run on a prompt of k <= n examples (2k+2 columns,
+    the pos unit still t / (2n+1) as in the compiled model), predicts the closed form for those
+    k examples. Why it holds for every k: each stacked block at column t reads only columns
+    t, t-1, t-2 (x_1 moved in, the previous iterate two back), so by induction on blocks,
+    after block j the columns up to 2j hold their final values and later blocks recompute the
+    same values from the same inputs; the query reads column 2k. gd reads t + 1 from pos."""
+    from iclkit.constructions.gd import gd_program
+
+    X, y, xq, w0 = symbolic_prompt(d, k)
+    if name == "sgd":
+        program = sgd_program(d, n, lr=LR, lam=LAM, w0=w0, x_norm=1.0, y_bound=1.0, mode=mode)
+        exact = sgd_closed_form(X, y, xq, w0, LR, LAM)
+    elif name == "gd":
+        program, exact = gd_program(d, n, lr=LR, lam=LAM, w0=w0, x_norm=1.0, y_bound=1.0), gd_closed_form(X, y, xq, w0, LR, LAM)
+    else:
+        program, exact = ridge_program(d, n, lam=LAM, x_norm=1.0, y_bound=1.0, mode=mode), ridge_closed_form(X, y, xq, LAM)
+    diff = program_prediction(program, X, y, xq, t_max=2 * n + 1) - exact
+    return sp.cancel(sp.together(diff)) == 0
 
 
 # ---- mechanisms ----------------------------------------------------------------------------
@@ -194,6 +221,9 @@ def claims(max_d: int = 3):
     for d in range(1, min(max_d, 2) + 1):
         out.append((f"two stacked sgd blocks d={d}", lambda d=d: (prove_sgd(d, 2, "fused"), "")))
         out.append((f"two stacked ridge blocks d={d}", lambda d=d: (prove_ridge(d, 2, "fused"), "")))
+    for name in ("sgd", "gd", "ridge"):
+        out.append((f"{name} built for n=3 on a prompt of 1 example d=1 (fused)",
+                    lambda name=name: (prove_shorter_prompt(name, 1, 3, 1, "fused"), "")))
     out.append(("the paper's λ sign is caught (sgd d=2 must NOT prove)",
                 lambda: (not prove_sgd(2, 1, "faithful", mistake=True), "")))
     return out
