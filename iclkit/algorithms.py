@@ -31,7 +31,8 @@ def check_param(name: str, value, zero_ok: bool = False) -> float:
     return value
 
 
-def _start(w0, d: int) -> np.ndarray:
+def check_w0(w0, d: int) -> np.ndarray:
+    """The starting weights as a float array of shape (d,) (zeros when None); real and finite."""
     if w0 is None:
         return np.zeros(d)
     w0 = np.asarray(w0)
@@ -49,7 +50,7 @@ def sgd(X, y, *, lr: float, lam: float = 0.0, w0=None) -> np.ndarray:
     ``w_k = w_{k-1} - 2 lr ((w_{k-1}.x_k - y_k) x_k + lam w_{k-1})``."""
     X, y = _check(X, y)
     lr, lam = check_param("lr", lr), check_param("lam", lam, zero_ok=True)
-    w = _start(w0, X.shape[1])
+    w = check_w0(w0, X.shape[1])
     for x_k, y_k in zip(X, y):
         w = w - 2 * lr * ((w @ x_k - y_k) * x_k + lam * w)
     return w
@@ -61,7 +62,7 @@ def gd(X, y, *, lr: float, lam: float = 0.0, w0=None, steps: int = 1) -> np.ndar
     lr, lam = check_param("lr", lr), check_param("lam", lam, zero_ok=True)
     if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    w = _start(w0, X.shape[1])
+    w = check_w0(w0, X.shape[1])
     for _ in range(steps):
         w = w - 2 * lr * (X.T @ (X @ w) - X.T @ y + lam * w)
     return w

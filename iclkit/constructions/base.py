@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from iclkit.algorithms import check_param
+from iclkit.algorithms import check_param, check_w0
 from iclkit.primitives import BoundError, Compiled, compile_program
 from iclkit.primitives.program import Program
 
@@ -234,12 +234,7 @@ def step_params(name: str, d: int, n: int, lr: float, lam: float, w0, x_norm, y_
     check_sizes(d, n)
     check_param("lr", lr)
     check_param("lam", lam, zero_ok=True)
-    w0 = np.zeros(d) if w0 is None else as_real_array(w0, "w0")
-    if w0.shape != (d,):
-        raise ValueError(f"w0 must have shape ({d},), got {w0.shape}")
-    if not np.all(np.isfinite(w0)):
-        raise ValueError(f"w0 must be finite, got {w0}")
-    return w0, *domain_params(d, x_norm, y_bound)
+    return check_w0(w0, d), *domain_params(d, x_norm, y_bound)
 
 
 def domain_params(d: int, x_norm, y_bound) -> tuple[float, float]:

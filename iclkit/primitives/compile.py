@@ -259,9 +259,11 @@ def compile_program(
     model = Transformer(cfg)
     with torch.no_grad():
         _write_embedding(model, layout, list(program.inputs), sizes, P, T_max)
-        stored = cfg.applied_index()
-        for torch_layer, s in zip(model.layers, range(cfg.stored_layers)):
-            layer_specs[stored.index(s)].write(torch_layer, layout, G, T_max, P)
+        written: set[int] = set()  # a looped block's layer is written at its first application
+        for s, spec in zip(cfg.applied_index(), layer_specs):
+            if s not in written:
+                spec.write(model.layers[s], layout, G, T_max, P)
+                written.add(s)
         if output is not None:
             model.readout[layout.rows(output)] = 1.0
 

@@ -18,6 +18,7 @@ import numpy as np
 import sympy as sp
 
 from iclkit.constructions.base import prompt_inputs
+from iclkit.constructions.gd import gd_program
 from iclkit.constructions.ridge import ridge_program
 from iclkit.constructions.sgd import sgd_program
 from iclkit.primitives import Aff, Program
@@ -107,8 +108,6 @@ def prove_shorter_prompt(name: str, d: int, n: int, k: int, mode: str) -> bool:
     t, t-1, t-2 (x_1 moved in, the previous iterate two back), so by induction on blocks,
     after block j the columns up to 2j hold their final values and later blocks recompute the
     same values from the same inputs; the query reads column 2k. gd reads t + 1 from pos."""
-    from iclkit.constructions.gd import gd_program
-
     X, y, xq, w0 = symbolic_prompt(d, k)
     if name == "sgd":
         program = sgd_program(d, n, lr=LR, lam=LAM, w0=w0, x_norm=1.0, y_bound=1.0, mode=mode)
