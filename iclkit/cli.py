@@ -58,7 +58,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     console.print(table)
     console.print("pass = every prompt's error <= its own finite per-prompt certificate and <= the finite "
                   "domain-wide bound, and relative error <= the accuracy target; no bound = the same, but no finite "
-                  "domain-wide bound is derived for this construction (stacked ridge): not a pass, not a failure")
+                  "domain-wide bound is derived for this construction and size: not a pass, not a failure")
     return 1 if failed else 0
 
 

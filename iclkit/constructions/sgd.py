@@ -132,11 +132,14 @@ def contraction_bound(c: Construction, lr: float, lam: float) -> float:
     X = c.x_norm
     rho = max(abs(1 - 2 * lr * lam), abs(1 - 2 * lr * (X * X + lam)))
     ops = c.compiled.program.ops
-    start = dict(c.compiled.error_bounds)  # x, y as every block reads them; the rest is rewritten
     if c.mode == "fused":
         blocks, final = [ops[2:6]] * c.n, ops[-1:]  # (w.x, w.x - y, x(w.x - y), update), then y_hat
     else:
         blocks, final = ([ops[1:7]] + [ops[7:13]] * (c.n - 1)), ops[-2:]
+    # x, y as every block reads them; the scratch slots' old values (cleared by each block)
+    # carry the previous block's errors: one pass over the block gives them
+    start = {s: 0.0 for s in c.compiled.error_bounds} | {s: c.compiled.error_bounds[s] for s in ("x", "y")}
+    start |= {s: e for s, e in c.compiled.propagate(blocks[-1], start).items() if s not in ("w", "x", "y")}
     w_error = 0.0
     for block in blocks:
         delta = c.compiled.propagate(block, start | {"w": 0.0}, slack={"w": w_error})["w"]

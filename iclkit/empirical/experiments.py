@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from iclkit import constructions
+from iclkit import algorithms, constructions
 from iclkit.constructions.base import default_x_norm, default_y_bound
+from iclkit.constructions.ridge import default_w_bound
 from iclkit.empirical import metrics
 from iclkit.empirical.learners import Learner, LearnerSpec, spec_id, train
 from iclkit.empirical.predictors import Predictor, algorithm, constructed, knn
@@ -99,7 +100,12 @@ def compare(learner: Learner, prompts: int = 256, queries: int = 32, constructed
     domain = {"x_norm": max(default_x_norm(spec.d), 1.01 * float(np.linalg.norm(np.concatenate([X[:b], Q[:b].reshape(b, -1, spec.d)], 1), axis=-1).max())),
               "y_bound": max(default_y_bound(spec.d), 1.01 * float(np.abs(y[:b]).max()))}
     longest = max(spec.n - 1, 1)  # one model per construction runs every prefix
-    built = {"Constructed ridge(0.1)": (constructions.ridge(spec.d, longest, lam=0.1, **domain), algorithm("ridge", lam=0.1)),
+    # and the ridge iterates these prompts reach (noisy ones can exceed the noiseless default)
+    w_reached = max(float(np.linalg.norm(algorithms.ridge(X[i, :k], y[i, :k], lam=0.1)))
+                    for i in range(b) for k in range(1, longest + 1))
+    w_bound = max(1.01 * w_reached, default_w_bound(spec.d, longest, 0.1, domain["x_norm"], domain["y_bound"]))
+    built = {"Constructed ridge(0.1)": (constructions.ridge(spec.d, longest, lam=0.1, w_bound=w_bound, **domain),
+                                        algorithm("ridge", lam=0.1)),
              "Constructed GD(0.01)": (constructions.gd(spec.d, longest, lr=0.01, **domain), algorithm("gd", lr=0.01))}
     for name, (construction, own) in built.items():
         log(f"compare: {name}, {b} prompts")

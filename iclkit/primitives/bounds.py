@@ -26,8 +26,11 @@ bound (slot bounds in) and the per-prompt certificate (the prompt's own magnitud
 3. **LayerNorm read** (Lemma 6): pads ±P and a balance unit make the exact mean 0 and the
    std ``sqrt((2P^2 + R^2)/L)``, so the MLP reads ``h gamma_LN`` with
    ``1 - gamma_LN <= R^2/(4P^2)``; rounding of the variance (a sum dominated by the pads),
-   sqrt and division adds ``6u + R^2/(2P^2)`` relative (:func:`layer_norm_rel`); the stored residual's sum drifts from 0 by the
-   rounding of every write (:func:`residual_drift`), which shifts every read by its mean.
+   sqrt and division adds ``6u + R^2/(2P^2)`` relative (:func:`layer_norm_rel`). The stored
+   residual's sum drifts from 0 by rounding, which shifts every read by its mean; every
+   layer's attention resets it (the balance unit minus the column's sum), so what an MLP
+   reads is one reset's and one sublayer's rounding (:func:`residual_drift`), not the
+   whole stack's.
 4. **GeLU product** (Lemma 4, improved): ``sq(z) = sqrt(pi/2) (GeLU(z) + GeLU(-z))`` is even,
    polarisation ``ab = S^2/4 (sq((a+b)/S) - sq((a-b)/S))``, Richardson over K scales: the
    truncation is summed from the series; rounding is each unit's GeLU error and
@@ -156,31 +159,52 @@ def layer_norm_rel(dtype: str, R2_over_pad2):
     return 6 * roundoff(dtype) + R2_over_pad2 / 2
 
 
-def residual_drift(dtype: str, R1: float, sublayers: list[tuple[float, int]]) -> float:
-    """Bound on |sum of the stored residual| (exactly 0 in real arithmetic). Per sublayer,
-    the residual add rounds every entry (u 2 R1, the balance unit holding at most R1), and
-    each written entry is a sum of at most ``fan_in`` products whose absolute total over the
-    sublayer is ``mass``: ``gamma(fan_in) mass``. R1 bounds the sum of |entries| other than
-    the ±P pads and the balance unit."""
+def residual_drift(dtype: str, R1: float, L: int, T_max: int, value_dims: int) -> float:
+    """Bound on |sum of the stored residual| (exactly 0 in real arithmetic) where an MLP reads
+    it. Every layer's attention writes minus the column's sum (pads excluded: they cancel
+    exactly) into the balance unit, besides its balanced writes. Before it the residual's
+    entries total at most ``S1 = 4 R1`` in absolute value (R1: the other units; the balance
+    unit and the unbalanced product writes at most 3 R1) and sum to at most ``2 R1``:
+    - the reset's sum of at most L terms: ``gamma(L) S1``;
+    - its positional head (:func:`attention_error`'s head term, old sums of other columns
+      leaking): ``(leak + 3u) 2 R1 + (1 + 2 gamma(T + 1)) leak 2 R1``;
+    - the output map into the balance unit, ``value_dims + 1`` terms of total at most
+      ``4 R1`` (the balanced writes' old and new values, and the sum): ``gamma(value_dims + 1) 4 R1``,
+      and the other written entries' rounding, within the same ``4 R1``;
+    - the residual add rounds every entry: ``u S1``."""
     u = roundoff(dtype)
-    return sum(2 * u * R1 + gamma(fan_in, dtype) * mass for mass, fan_in in sublayers)
+    leak = attention_leak(dtype, T_max)
+    S1 = 4 * R1
+    head = (leak + 3 * u) * 2 * R1 + (1 + 2 * gamma(T_max + 1, dtype)) * leak * 2 * R1
+    return gamma(L, dtype) * S1 + head + 2 * gamma(value_dims + 1, dtype) * 4 * R1 + u * S1
+
+
+def centring_error(dtype: str, mean, mean_sum, L: int):
+    """What the residual's mean leaves in a read, in units of the read value. The computed
+    (compensated) mean m~ is within ``u |mean| + 4 u^2 mean_sum log2 L`` of the stored
+    residual's mean (``mean_sum``: sum |h| / L, pads included). Every read subtracts the
+    normalised ``zero`` unit, ``(0 - m~)/sigma``, computed exactly but for the division, so m~
+    cancels up to: the read unit's centring and division (2u |m~|, its u |h| being in
+    ``rel_error``), the zero unit's division (u |m~|) and stored weight (u |m~|), and the
+    pre-activation's extra term and sum (2u |m~|): ``6 u |m~|``."""
+    u = roundoff(dtype)
+    computed = np.abs(mean) * (1 + u) + 4 * u * u * mean_sum * math.log2(max(L, 2))
+    return 6 * u * computed * (1 + gamma(6, dtype)) + 4 * UNDERFLOW[dtype]
 
 
 def layer_norm_read(dtype: str, pad, R2, mean, L: int, mean_sum=0.0) -> LayerNormRead:
     """Reads through LayerNorm with pads ±``pad``: ``R2`` bounds the sum of squares of every
-    other unit, ``mean`` the stored residual's mean (drift / L). The compensated mean is
-    accurate to ``u |mean| + 4 u^2 mean_sum log2 L`` (``mean_sum``: sum |h| / L, pads included)."""
-    u = roundoff(dtype)
-    mean_error = np.abs(mean) * (1 + u) + 4 * u * u * mean_sum * math.log2(max(L, 2))
+    other unit, ``mean`` the stored residual's mean (drift / L), in units of the read value."""
     return LayerNormRead(scale_error=R2 / (4 * pad**2), rel_error=layer_norm_rel(dtype, R2 / pad**2),
-                         abs_error=2 * mean_error + 4 * UNDERFLOW[dtype])
+                         abs_error=centring_error(dtype, mean, mean_sum, L))
 
 
 def linear_pair_error(dtype: str, value):
     """Rounding of the exact identity ``GeLU(z) - GeLU(-z) = z`` for |z| <= value: two GeLU
-    evaluations, the pre-activation (one weight, one product) and the 2-term output sum."""
+    evaluations, the pre-activation (one weight, one product, one sum; the zero unit's term
+    is in :func:`centring_error`) and the 2-term output sum."""
     u = roundoff(dtype)
-    return (2 * GELU_ERR[dtype] * u + 2 * gamma(2, dtype)) * (1 + gamma(2, dtype)) * value
+    return (2 * GELU_ERR[dtype] * u + 2 * gamma(3, dtype)) * (1 + gamma(2, dtype)) * value
 
 
 def linear_read_error(dtype: str, ln: LayerNormRead, value):
@@ -233,15 +257,16 @@ def product_unit_mass(s, S, levels: int):
 def product_rounding(dtype: str, s, S, levels: int, q: int):
     """Rounding of one output entry of q products (4 units per scale per product), |a|+|b| <= s.
 
-    Each unit's GeLU errs by ``GELU_ERR u |z|`` and its pre-activation (2 products, 1 sum,
-    1 stored weight) by ``gamma(4) |z|``, which moves GeLU by at most 1.13 times that; since
-    ``|z| <= 2 |GeLU(z)| / (1 - 2|z|)`` for the small |z| of product units, both are at most
-    ``2 (GELU_ERR u + 1.13 gamma(4)) / (1 - 2 s/S)`` of the unit mass. The output sum of
+    Each unit's GeLU errs by ``GELU_ERR u |z|`` and its pre-activation (2 products, 2 sums,
+    1 stored weight; the zero unit's term is in :func:`centring_error`) by ``gamma(5) |z|``,
+    which moves GeLU by at most 1.13 times that; since ``|z| <= 2 |GeLU(z)| / (1 - 2|z|)``
+    for the small |z| of product units, both are at most
+    ``2 (GELU_ERR u + 1.13 gamma(5)) / (1 - 2 s/S)`` of the unit mass. The output sum of
     ``4 K q + 2`` terms adds ``gamma(4Kq + 2)`` of the mass; the residual add is the caller's."""
     u = roundoff(dtype)
     s = np.asarray(s, dtype=float)
     small = np.maximum(1 - 2 * s / S, 0.5)
-    unit = 2 * (GELU_ERR[dtype] * u + 1.13 * gamma(4, dtype)) / small
+    unit = 2 * (GELU_ERR[dtype] * u + 1.13 * gamma(5, dtype)) / small
     return q * (unit + gamma(4 * levels * q + 2, dtype)) * product_unit_mass(s, S, levels)
 
 

@@ -280,7 +280,6 @@ def _layer_norm_read(compiled, layer: int, h: torch.Tensor) -> bd.LayerNormRead:
     else:
         scale = compiled.ln_pad * np.sqrt(2 / L) / sigma
         ideal = scale
-    u = bd.roundoff(dtype)
     pads = np.zeros(L, dtype=bool)
     for name in ("pad+", "pad-", "div+", "div-"):
         pads[compiled.layout.rows(name)] = True
@@ -288,9 +287,8 @@ def _layer_norm_read(compiled, layer: int, h: torch.Tensor) -> bd.LayerNormRead:
     pad2 = (arr[..., pads] ** 2).sum(-1, keepdims=True) / 2
     R2 = (arr[..., ~pads] ** 2).sum(-1, keepdims=True)
     mean_sum = np.abs(arr).mean(-1, keepdims=True)
-    mean_err = np.abs(mean) * (1 + u) + 4 * u * u * mean_sum * np.log2(max(L, 2))
     return bd.LayerNormRead(scale_error=np.abs(1 - ideal) + 8 * L * 2.0**-53, rel_error=bd.layer_norm_rel(dtype, R2 * (1 + 1e-12) / pad2),
-                            abs_error=2 * mean_err * scale + 4 * bd.UNDERFLOW[dtype])
+                            abs_error=bd.centring_error(dtype, mean * scale, mean_sum * scale, L))
 
 
 def _remainder(op: Op, exact: dict, deviation: dict) -> np.ndarray | float:

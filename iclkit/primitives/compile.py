@@ -200,12 +200,13 @@ def compile_program(
         mechs[id(op)].scale, mechs[id(op)].kappa = bd.choose_mul_scale(
             dtype, read_bounds[id(op)][op.a], read_bounds[id(op)][op.b], op.shape[1], levels)
     T_max = max(max_len - 1, 1)
-    leak = bd.attention_leak(dtype, T_max)
-    drift = bd.residual_drift(dtype, R1, _sublayer_masses(layers, read_bounds, sizes, mechs, levels, 2 * R1))
+    drift = bd.residual_drift(dtype, R1, L, T_max, max(_value_dims(layer, sizes) for layer in layers))
     ctx = Context(dtype, T_max, levels, sizes)
 
-    def mul_read(P: float) -> bd.LayerNormRead:  # pads leak at most 2 leak P into the residual's sum
-        return bd.layer_norm_read(dtype, P, R2, (drift + 4 * leak * P) / L, L, (2 * P + 2 * R1) / L)
+    # The pads add exactly 0 to the residual's sum: each pair is written by negated weights
+    # from one value, and rounding is sign-symmetric (tests check it on every state).
+    def mul_read(P: float) -> bd.LayerNormRead:
+        return bd.layer_norm_read(dtype, P, R2, drift / L, L, (2 * P + 2 * R1) / L)
 
     signatures = {}  # muls that read and write alike share their error (stacked blocks repeat them)
     for m in muls:
@@ -229,18 +230,17 @@ def compile_program(
             den_min = divs[0].den_min
             num = max(read_bounds[id(op)][op.num] for op in divs)
             den_max = read_bounds[id(divs[0])][divs[0].den]
-            M = bd.best_div_scale(dtype, R2, drift + 4 * leak * P, L, num, den_min, 2 * den_max / L)
+            M = bd.best_div_scale(dtype, R2, drift, L, num, den_min, 2 * den_max / L)
             for op in divs:
                 mechs[id(op)].scale = M
-            ctx.ln[i] = bd.layer_norm_read(dtype, M * den_min, R2, (drift + 4 * leak * (P + M * den_max)) / (L * den_min),
+            ctx.ln[i] = bd.layer_norm_read(dtype, M * den_min, R2, drift / (L * den_min),
                                            L, (2 * M * den_max + 2 * R1) / (L * den_min))
 
     # ---- weights ------------------------------------------------------------------------
     G = bd.attention_gap(dtype)
     scales = {k: m.scale for k, m in mechs.items()}
     balances = {k: m.kappa for k, m in mechs.items()}
-    layer_specs = [_layer_spec(layer, layout, sizes, P, scales, balances, levels, layers[i - 1] if i else None)
-                   for i, layer in enumerate(layers)]
+    layer_specs = [_layer_spec(layer, layout, sizes, P, scales, balances, levels) for layer in layers]
     heads = max((len(s.heads) for s in layer_specs), default=1) or 1
     value_dim = max((h.value_dim for s in layer_specs for h in s.heads.values()), default=1) or 1
     mlp_width = max((len(s.hidden) for s in layer_specs), default=1) or 1
@@ -277,7 +277,7 @@ def compile_program(
                          f"bound at any LayerNorm pad or product scale: the residual's rounding swamps the reads); "
                          f"use {remedy}slot bounds of similar magnitudes, a smaller input domain or a shorter context")
     errors = _propagate_errors(program, layers, read_bounds, sizes, own, dtype)
-    constants = {"ln_pad": P, "attention_gap": G, "levels": levels}
+    constants = {"ln_pad": P, "attention_gap": G, "levels": levels, "residual_drift": drift}
     for op in mlp_ops:
         constants[f"{op.describe()}: {'product scale' if isinstance(op, Mul) else 'division scale'}"] = scales[id(op)]
     return Compiled(program, model, layout, layers, list(program.inputs), slot_bounds, errors, constants, output,
@@ -314,31 +314,12 @@ def _out_terms(op: Op, sizes: dict[str, int]) -> int:
     return count + (op.bias is not None) + (not op.accumulate)
 
 
-def _sublayer_masses(layers: list[Layer], read_bounds: dict, sizes: dict[str, int], mechs: dict, levels: int,
-                     attn_mass: float) -> list[tuple[float, int]]:
-    """Per sublayer, (sum |products| summed into the entries it writes, most products in one
-    entry): attention writes at most ``attn_mass`` (old and new values, the rebalancing
-    included) into the balance unit, which sums every value dimension; an MLP entry sums its
-    own 4 K q product units (:func:`bounds.product_unit_mass`) or linear pair."""
-    out = []
-    for layer in layers:
-        value_dims = sum(sizes[s] for op in layer.attn for s in op.reads()) + sum(
-            2 * sizes[op.dst] for op in (*layer.attn, *layer.mlp)) + 2 * len(layer.cleanups) + 8
-        out.append((2 * attn_mass, value_dims))
-        mass, fan_in = 0.0, 2
-        for op in layer.mlp:
-            b = read_bounds[id(op)]
-            if isinstance(op, Mul):
-                m = mechs[id(op)]
-                s = m.kappa * b[op.a] + b[op.b] / m.kappa
-                mass += sizes[op.dst] * op.shape[1] * float(bd.product_unit_mass(2 * s, m.scale, levels))
-                fan_in = max(fan_in, 4 * levels * op.shape[1] + 2)
-            if isinstance(op, Div):
-                mass += sizes[op.dst] * 2 * b[op.num] / op.den_min
-            if op.dst in op.reads():
-                mass += sizes[op.dst] * 2 * b[op.dst]
-        out.append((mass, fan_in + 2))
-    return out
+def _value_dims(layer: Layer, sizes: dict[str, int]) -> int:
+    """Most value dimensions a layer's heads can carry (the sources its attention ops read,
+    old and new values of every written slot, the division pads, the reset's sum): the
+    number of terms the output map sums into the balance unit."""
+    return sum(sizes[s] for op in layer.attn for s in op.reads()) + sum(
+        2 * sizes[op.dst] for op in (*layer.attn, *layer.mlp)) + 2 * len(layer.cleanups) + 8
 
 
 # ---- per-layer weight specs ---------------------------------------------------------------
@@ -360,7 +341,8 @@ class _Head:
 
     @property
     def value_dim(self) -> int:
-        return sum(self.sizes[s] for s in self.sources)
+        """The sources' entries, and for the column's own head (shift 0) the reset's sum."""
+        return sum(self.sizes[s] for s in self.sources) + (self.shift == 0)
 
 
 @dataclass
@@ -371,13 +353,12 @@ class _LayerSpec:
     out_bias: list[tuple[str, int, float]] = field(default_factory=list)
     read_scale: float = 1.0  # multiplies normalised units to undo LayerNorm's 1/sigma
     dividing: bool = False  # the layer's LayerNorm is taken over by division pads
-    rebalance: list[str] = field(default_factory=list)  # slots whose sum head 0 subtracts from bal
     products: set[int] = field(default_factory=set)  # hidden units of GeLU products (left unbalanced)
 
     def key(self) -> str:
         """A digest of everything :meth:`write` reads from this spec (floats by their exact repr)."""
         heads = [(shift, h.sources, h.outputs) for shift, h in self.heads.items()]
-        data = (heads, self.hidden, self.out_bias, self.read_scale, self.dividing, self.rebalance, sorted(self.products))
+        data = (heads, self.hidden, self.out_bias, self.read_scale, self.dividing, sorted(self.products))
         return hashlib.sha256(repr(data).encode()).hexdigest()
 
     def head(self, shift: int | None, sizes: dict[str, int]) -> _Head:
@@ -410,9 +391,12 @@ class _LayerSpec:
                 offset += head.sizes[src]
             for src, j, dst, i, coef in head.outputs:
                 layer.W_O[h_idx, starts[src] + j, r(dst).start + i] += coef
+            if head.shift == 0:  # the reset's value: the column's sum, pads left out (they cancel exactly)
+                layer.W_V[h_idx, _unpadded(layout), offset] = 1.0
         for unit, (terms, dst, idx, out_coef) in enumerate(self.hidden):
             for slot, i, coef in terms:
                 layer.W_in[r(slot).start + i, unit] += coef * self.read_scale
+                layer.W_in[r("zero").start, unit] -= coef * self.read_scale  # LayerNorm'd 0 is -mean/sigma
             layer.W_out[unit, r(dst).start + idx] += out_coef
         for slot, i, value in self.out_bias:
             layer.b_out[r(slot).start + i] += value
@@ -421,25 +405,20 @@ class _LayerSpec:
         W_out = layer.W_out[linear]
         _balance(W_out, layout)
         layer.W_out[linear] = W_out
-        heads = list(self.heads)
-        for src in self.rebalance:  # products write unbalanced; the next attention subtracts their (small) sum
-            h0 = self.heads[0]
-            start = sum(h0.sizes[s] for s in h0.sources[: h0.sources.index(src)])
-            layer.W_O[heads.index(0), start:start + h0.sizes[src], layout.rows("bal").start] -= 1.0
+        reset = list(self.heads).index(0)  # the balance unit minus the column's sum: the residual sums to 0 again
+        layer.W_O[reset, self.heads[0].value_dim - 1, layout.rows("bal").start] = -1.0
 
 
 def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, scales: dict, balances: dict,
-                levels: int, previous: Layer | None = None) -> _LayerSpec:
+                levels: int) -> _LayerSpec:
     """The weights of one layer. GeLU product units do not write the balance unit: their
     outputs are large cancelling terms, and rounding their sum there would move the
-    residual's mean (LayerNorm's centre) by far more than the products' own error. The next
-    layer's attention subtracts the products' results instead, a small sum. (Linear units,
-    whose terms are as small as their results, stay balanced in the MLP.)"""
+    residual's mean (LayerNorm's centre) by far more than the products' own error. Every
+    layer's attention resets the balance unit to minus the column's sum instead, which also
+    clears the rounding drift of the layers before. (Linear units, whose terms are as small
+    as their results, stay balanced in the MLP.)"""
     spec = _LayerSpec()
-    for op in (previous.mlp if previous else []):
-        if isinstance(op, Mul):
-            spec.head(0, sizes).add(op.dst, "bal", np.zeros((1, sizes[op.dst])))
-            spec.rebalance.append(op.dst)
+    spec.head(0, sizes)  # every layer's attention resets the residual's sum (the balance unit)
     eye = lambda n: np.eye(n)  # noqa: E731
     for op in layer.attn:
         if isinstance(op, Mean):
@@ -523,14 +502,20 @@ def _write_embedding(model: Transformer, layout: Layout, inputs: list[str], size
     _balance(model.pos, layout)
 
 
-def _balance(W: torch.Tensor, layout: Layout) -> None:
-    """Make every write move the balance unit by minus its sum, so the residual sums to 0.
-
-    The pads are written in exactly cancelling pairs (±P, ±M·c), so they are left out of the
-    sum: adding P and -P among small numbers would round away u·P."""
-    keep = torch.ones(W.shape[-1], dtype=torch.bool)
-    for name in (*PAD_SLOTS, "bal"):
+def _unpadded(layout: Layout) -> torch.Tensor:
+    """Mask of the residual's units other than the pads. The pads are written in exactly
+    cancelling pairs (±P, ±M·c), so sums leave them out: adding P and -P among small
+    numbers would round away u·P."""
+    keep = torch.ones(layout.width, dtype=torch.bool)
+    for name in PAD_SLOTS:
         keep[layout.rows(name)] = False
+    return keep
+
+
+def _balance(W: torch.Tensor, layout: Layout) -> None:
+    """Make every write move the balance unit by minus its sum, so the residual sums to 0."""
+    keep = _unpadded(layout)
+    keep[layout.rows("bal")] = False
     W[..., layout.rows("bal").start] = -W[..., keep].sum(-1)
 
 

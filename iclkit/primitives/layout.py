@@ -8,7 +8,9 @@ slots it always holds the *system units* the primitives rely on:
 - ``bos``: 1 at the BOS column (position 0) only;
 - ``pad+``, ``pad-``: +P and -P, which pin LayerNorm's standard deviation (Lemma 6);
 - ``div+``, ``div-``: ±M·c during a division layer (Lemma 8), zero otherwise;
-- ``bal``: minus the sum of every other unit, so LayerNorm's mean is exactly zero.
+- ``bal``: minus the sum of every other unit, so LayerNorm's mean is exactly zero;
+- ``zero``: the constant 0, never written. Every MLP read subtracts its normalised value
+  (minus the mean over the standard deviation), so what rounding leaves of the mean drops out.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from math import prod
 import numpy as np
 import torch
 
-SYSTEM_SLOTS = ("one", "pos", "pos2", "bos", "pad+", "pad-", "div+", "div-", "bal")
+SYSTEM_SLOTS = ("one", "pos", "pos2", "bos", "pad+", "pad-", "div+", "div-", "bal", "zero")
 
 
 @dataclass(frozen=True)
