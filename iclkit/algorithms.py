@@ -56,6 +56,25 @@ def sgd(X, y, *, lr: float, lam: float = 0.0, w0=None) -> np.ndarray:
     return w
 
 
+def sgd_expansion(X, *, lr: float, lam: float = 0.0) -> np.ndarray:
+    """How much one pass of SGD over X can amplify a perturbation of an iterate:
+    ``max over j <= k of |M_k ... M_j|_2`` (1 for the empty product), with the update's linear
+    part ``M_i = I - 2 lr (x_i x_i^T + lam I)``. X is (n, d) or (batch, n, d); one value per prompt."""
+    X = np.asarray(X, dtype=float)
+    single = X.ndim == 2
+    X = X[None] if single else X
+    lr, lam = check_param("lr", lr), check_param("lam", lam, zero_ok=True)
+    B, n, d = X.shape
+    M = np.eye(d) - 2 * lr * (X[..., :, None] * X[..., None, :] + lam * np.eye(d))
+    worst = np.ones(B)
+    for j in range(n):
+        product = np.broadcast_to(np.eye(d), (B, d, d))
+        for k in range(j, n):
+            product = M[:, k] @ product
+            worst = np.maximum(worst, np.linalg.norm(product, ord=2, axis=(1, 2)))
+    return worst[0] if single else worst
+
+
 def gd(X, y, *, lr: float, lam: float = 0.0, w0=None, steps: int = 1) -> np.ndarray:
     """Full-batch gradient descent: ``w <- w - 2 lr (X^T X w - X^T y + lam w)``, ``steps`` times."""
     X, y = _check(X, y)

@@ -27,7 +27,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.property:
         from iclkit.verify.properties import run_properties
 
-        return run_properties(args.examples, console)
+        return run_properties(args.examples, console, args.only)
     from iclkit.verify.numeric import check
 
     if args.d or args.n:  # a missing one takes the defaults' values
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--symbolic", action="store_true", help="run the sympy proofs instead (same as `iclkit prove`)")
     p.add_argument("--property", action="store_true", help="run the hypothesis property suites instead")
     p.add_argument("--examples", type=int, default=200, help="hypothesis examples per property")
+    p.add_argument("--only", nargs="+", default=None, metavar="PROPERTY", help="with --property: run only these")
     p.add_argument("--max-d", dest="max_d", type=int, default=3)
     p.set_defaults(fn=cmd_verify)
 

@@ -45,3 +45,17 @@ def test_ols_is_minimum_norm_when_underdetermined():
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_sgd_expansion_is_the_largest_product_of_update_maps():
+    """By hand: x = (5, 0), lr 0.1 gives M = diag(1 - 2*0.1*25, 1) = diag(-4, 1); two such
+    steps amplify by 16; x = (3, 0) gives diag(-0.8, 1), norm 1, the empty product's value."""
+    from iclkit.algorithms import sgd_expansion
+
+    assert sgd_expansion(np.array([[5.0, 0.0]]), lr=0.1) == pytest.approx(4.0)
+    assert sgd_expansion(np.array([[5.0, 0.0], [5.0, 0.0]]), lr=0.1) == pytest.approx(16.0)
+    assert sgd_expansion(np.array([[3.0, 0.0], [3.0, 0.0]]), lr=0.1) == pytest.approx(1.0)
+    batch = sgd_expansion(np.array([[[5.0, 0.0]], [[3.0, 0.0]]]), lr=0.1)
+    assert batch.shape == (2,) and batch == pytest.approx([4.0, 1.0])
+    with pytest.raises(ValueError, match="lr"):
+        sgd_expansion(np.ones((2, 2)), lr=-0.1)

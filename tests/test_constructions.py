@@ -351,3 +351,18 @@ def test_ridge_refuses_prompts_whose_iterates_leave_w_bound():
         C.ridge(2, 4, lam=0.1).predict(X, y, xq)
     wide = C.ridge(2, 4, lam=0.1, w_bound=200.0)
     assert abs(float(wide.predict(X, y, xq)[0]) - float(closed_form(wide, X, y, xq)[0])) <= wide.certify(X, y, xq)[0]
+
+
+def test_stacked_sgd_at_the_papers_learning_rates_is_certified_or_refused():
+    """d = 8, n = 40: at lr 0.1 the worst-case update expands (rho = 14.6 on |x| <= sqrt(8) + 6),
+    so the domain also bounds a prompt's amplification (expansion_bound 100; N(0, I) prompts
+    reach about 30): the domain-wide bound is finite and below 1e-1, and the prompts are
+    within it and the 1e-8 target. At lr 0.2 exact SGD diverges: such prompts are refused."""
+    c = C.sgd(8, 40, lr=0.1, lam=0.1)
+    assert c.domain["expansion_bound"] == 100.0 and np.isfinite(c.error_bound) and c.error_bound < 1e-1
+    X, y, xq = sample_problems(8, 40, 8, seed=21)
+    exact = closed_form(c, X, y, xq)
+    err = np.abs(c.predict(X, y, xq) - exact)
+    assert err.max() <= c.error_bound and (err / (1 + np.abs(exact))).max() <= 1e-8
+    with pytest.raises(BoundError, match="amplify an error in w"):
+        C.sgd(8, 40, lr=0.2, lam=0.1).predict(X, y, xq)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from iclkit.algorithms import check_param, check_w0
+from iclkit.algorithms import check_param, check_w0, sgd_expansion
 from iclkit.primitives import BoundError, Compiled, compile_program
 from iclkit.primitives.program import Program
 
@@ -167,6 +167,12 @@ class Construction:
             raise BoundError(f"an x has norm {norms.max():.4g} > x_norm {self.x_norm:.4g}: outside the certified domain")
         if np.abs(y).max(initial=0) > self.y_bound:
             raise BoundError(f"a y has |y| {np.abs(y).max():.4g} > y_bound {self.y_bound:.4g}: outside the certified domain")
+        if "expansion_bound" in self.domain:  # stacked SGD whose worst-case update expands (constructions.sgd)
+            grow = float(np.max(sgd_expansion(X, lr=self.params["lr"], lam=self.params["lam"])))
+            if grow > self.domain["expansion_bound"]:
+                raise BoundError(f"this prompt's SGD updates amplify an error in w by {grow:.4g} > expansion_bound "
+                                 f"{self.domain['expansion_bound']:.4g}: outside the certified domain (exact SGD is "
+                                 "unstable on it; a smaller lr, or a larger expansion_bound and a looser certificate)")
 
     def inputs(self, X, y, xq) -> dict[str, np.ndarray]:
         """Per-column input slots for batched prompts (the interpreter's and the model's input)."""

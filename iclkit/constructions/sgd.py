@@ -99,25 +99,43 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
     return Program(slots, {"y": Y, "x": X}, steps, name=f"sgd(d={d}, n={n})")
 
 
+DEFAULT_EXPANSION = 100.0
+
+
 def sgd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float | None = None,
-        y_bound: float | None = None, w_bound: float | None = None, dtype: str = "float64", mode: str = "fused",
-        levels: int | None = None) -> Construction:
+        y_bound: float | None = None, w_bound: float | None = None, expansion_bound: float | None = None,
+        dtype: str = "float64", mode: str = "fused", levels: int | None = None) -> Construction:
     """A transformer running one pass of SGD over its n in-context examples (Theorem 1 at n=1).
 
     Matches :func:`iclkit.algorithms.sgd`. ``x_norm``/``y_bound`` set the certified domain
     (|x| <= x_norm, |y| <= y_bound; defaults cover x, w ~ N(0, I)) and ``w_bound`` the
     iterates' (default :func:`default_w_bound`; a prompt whose exact iterates exceed it is
-    refused); ``mode`` is ``fused`` (fewest layers) or ``faithful`` (the paper's chain, one op
-    per layer).
+    refused). Where the worst-case update expands (rho > 1, e.g. lr >= 0.02 at d = 8) the
+    domain also bounds how much a prompt's updates amplify an error in w,
+    :func:`iclkit.algorithms.sgd_expansion` <= ``expansion_bound`` (default 100; x ~ N(0, I_8),
+    n = 40 reach at most 3.0 at lr 0.05, 30 at lr 0.1, and about 1e3-1e7 at lr 0.2, where
+    exact SGD diverges: refused); the certificate grows with it. ``mode`` is ``fused`` (fewest
+    layers) or ``faithful`` (the paper's chain, one op per layer).
     """
     w0, x_norm, y_bound = step_params("sgd", d, n, lr, lam, w0, x_norm, y_bound)
     w_bound = default_w_bound(d, n, lr, lam, w0, x_norm, y_bound) if w_bound is None else check_param("w_bound", w_bound)
+    domain = {"w_bound": w_bound}
+    if update_norm(lr, lam, x_norm) > 1 and n > 1:
+        K = DEFAULT_EXPANSION if expansion_bound is None else check_param("expansion_bound", expansion_bound)
+        if K < 1:
+            raise ValueError(f"expansion_bound must be >= 1 (the empty product), got {K!r}")
+        domain["expansion_bound"] = K
     program = sgd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound, mode=mode, w_bound=w_bound)
     paper = {"layers": 9, "rows": 3 + 4 * d} if n == 1 else {"layers": None, "rows": 3 + 4 * d}
     c = build("sgd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,
-                 y_bound=y_bound, dtype=dtype, mode=mode, levels=levels, paper=paper, domain={"w_bound": w_bound})
+                 y_bound=y_bound, dtype=dtype, mode=mode, levels=levels, paper=paper, domain=domain)
     c.contraction_bound = contraction_bound(c, lr, lam)
     return c
+
+
+def update_norm(lr: float, lam: float, X: float) -> float:
+    """rho = max |I - 2 lr (x x^T + lam I)|_2 over |x| <= X."""
+    return max(abs(1 - 2 * lr * lam), abs(1 - 2 * lr * (X * X + lam)))
 
 
 def contraction_bound(c: Construction, lr: float, lam: float) -> float:
@@ -127,10 +145,10 @@ def contraction_bound(c: Construction, lr: float, lam: float) -> float:
     block k's own error (its ops run on the w the transformer holds) is at most delta_k per
     entry, the error of w obeys ``|e_k|_2 <= rho |e_{k-1}|_2 + sqrt(d) delta_k``. delta_k is
     taken at the slot bounds inflated by |e_{k-1}| (the transformer's w is off by that much).
-    Finite for every rho; where rho > 1 (large lr on the whole domain) it grows like rho^n
-    and the per-prompt certificate (:meth:`Construction.certify`) is the useful one."""
-    X = c.x_norm
-    rho = max(abs(1 - 2 * lr * lam), abs(1 - 2 * lr * (X * X + lam)))
+    Where rho > 1 the domain bounds every product ``|M_k ... M_{j+1}|_2 <= K`` (the guard's
+    expansion_bound), so ``|e_k|_2 <= K sqrt(d) sum_j delta_j``."""
+    rho = update_norm(lr, lam, c.x_norm)
+    K = c.domain.get("expansion_bound")
     ops = c.compiled.program.ops
     if c.mode == "fused":
         blocks, final = [ops[2:6]] * c.n, ops[-1:]  # (w.x, w.x - y, x(w.x - y), update), then y_hat
@@ -140,8 +158,9 @@ def contraction_bound(c: Construction, lr: float, lam: float) -> float:
     # carry the previous block's errors: one pass over the block gives them
     start = {s: 0.0 for s in c.compiled.error_bounds} | {s: c.compiled.error_bounds[s] for s in ("x", "y")}
     start |= {s: e for s, e in c.compiled.propagate(blocks[-1], start).items() if s not in ("w", "x", "y")}
-    w_error = 0.0
+    w_error = total = 0.0
     for block in blocks:
         delta = c.compiled.propagate(block, start | {"w": 0.0}, slack={"w": w_error})["w"]
-        w_error = rho * w_error + np.sqrt(c.d) * delta
+        total += np.sqrt(c.d) * delta
+        w_error = rho * w_error + np.sqrt(c.d) * delta if K is None else K * total
     return c.compiled.propagate(final, start | {"w": w_error})["yhat"]
