@@ -128,6 +128,12 @@ def ridge(d: int, n: int, *, lam: float, x_norm: float | None = None, y_bound: f
 
 
 def sherman_morrison_bound(c: Construction, lam: float) -> float:
+    """:func:`_sherman_morrison_bound`, with NaN (inf times 0 on the way) reported as inf."""
+    bound = _sherman_morrison_bound(c, lam)
+    return bound if np.isfinite(bound) else float("inf")
+
+
+def _sherman_morrison_bound(c: Construction, lam: float) -> float:
     """A domain-wide certificate for stacked ridge, relative in the metric of A = (A^-1)^-1.
 
     Let P~_k be the transformer's A^-1 after k examples, A~_k its inverse, and
@@ -140,8 +146,8 @@ def sherman_morrison_bound(c: Construction, lam: float) -> float:
     the ops' own errors (u, v off by eps_u, eps_v; den by ``Delta = X |eps_v| + eps_den``):
     ``|u v^T Delta / (den den~)|_A <= rho^2 Delta`` and ``|eps_u v^T / den~|_A <= rho sqrt(a_k) |eps_u|``,
     because ``|A_k^{1/2} P x|^2 = s (1 + s)`` with s = x^T P x (A_k = A_{k-1} + x x^T), so
-    ``|A_k^{1/2} u| / den <= 1``, up to ``rho = (1 + zeta) / (1 - mu)`` for P~ != P (zeta =
-    sqrt(a_k) X |P~ - P|, mu = X^2 |P~ - P| + Delta), a_k = lam + k X^2 >= |A_k|.
+    ``|A_k^{1/2} u| / den <= 1``, up to ``rho = (1 + r') / (1 - mu)`` for P~ != P (r' = r / (1 - r),
+    mu = r' + Delta: den~ is within mu of den, relatively), a_k = lam + k X^2 >= |A_k|.
     Then ``A~_k = A~_{k-1} + x x^T + Delta_k`` and, with ``Q^-1 = A~_{k-1} + x x^T`` and the
     push-through identity, ``A_k^{-1/2} Delta_k A_k^{-1/2} = -(I + R')E^(I + (I + R')E^)^-1(I + R')``
     with ``E^ = A_k^{1/2} E_k A_k^{1/2}`` and |R'| <= |R_{k-1}| (A_{k-1} <= A_k). Hence
@@ -176,7 +182,7 @@ def sherman_morrison_bound(c: Construction, lam: float) -> float:
     E_w = w_norm = 0.0
     for k in range(1, n + 1):
         a = lam + k * X * X
-        e, own_A = _block_error(c, block, start, a, E_P, E_w)
+        e, own_A = _block_error(c, block, start, a, r, E_P, E_w)
         if not np.isfinite(e):
             return float("inf")
         if c.mode == "fused":
@@ -238,9 +244,11 @@ def _gain_error(c: Construction, block: list, start: dict, a: float, r: float, E
     return float(gain_A * res + eps_e + np.sqrt(a * d) * (eps_ge + eps_w))
 
 
-def _block_error(c: Construction, block: list, start: dict, a: float, E_P: float, E_w: float) -> tuple[float, float]:
+def _block_error(c: Construction, block: list, start: dict, a: float, r: float, E_P: float,
+                 E_w: float) -> tuple[float, float]:
     """(a bound on |E_k|_A, the entrywise own error of the A^-1 write) for one Sherman–Morrison
-    block run on a P~ within E_P of the exact A^-1 (see :func:`sherman_morrison_bound`). Each
+    block run on a P~ = P + D with ``|A_{k-1}^{1/2} D A_{k-1}^{1/2}| <= r' = r / (1 - r)`` (so
+    ``|A_k^{1/2} D x| <= r' sqrt(s (1 + s))`` and ``|x^T D x| <= r' s``) and ``|D|_2 <= E_P``. Each
     op's own error is taken alone (its operands exact) at its read bounds inflated by the
     deviations, from the compiler's analysis; vectors' 2-norms are sqrt(d) times the entry
     bound, matrices' d times."""
@@ -271,13 +279,13 @@ def _block_error(c: Construction, block: list, start: dict, a: float, E_P: float
     own_A = own(("A_inv", "Aff"), {"corr": eps_g if c.mode == "faithful" else eps_c})
     nu, nv = np.sqrt(d) * eps_u, np.sqrt(d) * eps_v  # 2-norms
     delta = X * nv + eps_den
-    mu = X * X * E_P + delta
+    rr = r / (1 - r)
+    mu = rr + delta  # den~ >= (1 + s)(1 - mu)
     if mu >= 1:
         return float("inf"), own_A
-    zeta = np.sqrt(a) * X * E_P
-    rho = (1 + zeta) / (1 - mu)
+    rho = (1 + rr) / (1 - mu)  # |A_k^{1/2} P~ x| / den~
     S = X * X / c.params["lam"]  # s = x^T A^-1 x <= S
-    z_max = np.sqrt(S * (1 + S)) + zeta  # |A_k^{1/2} u|
+    z_max = np.sqrt(S * (1 + S)) * (1 + rr)  # |A_k^{1/2} u|
     e = rho * np.sqrt(a) * (nu + nv) + a * nu * nv / (1 - mu) + rho**2 * delta + a * d * own_A
     if c.mode == "fused":  # corr = g u^T with g = u / den + eps_g
         e += np.sqrt(a * d) * eps_g * (z_max + np.sqrt(a) * nu) + a * d * eps_c
