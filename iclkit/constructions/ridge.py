@@ -129,7 +129,8 @@ def ridge(d: int, n: int, *, lam: float, x_norm: float | None = None, y_bound: f
 
 def sherman_morrison_bound(c: Construction, lam: float) -> float:
     """:func:`_sherman_morrison_bound`, with NaN (inf times 0 on the way) reported as inf."""
-    bound = _sherman_morrison_bound(c, lam)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = _sherman_morrison_bound(c, lam)
     return bound if np.isfinite(bound) else float("inf")
 
 
