@@ -84,14 +84,45 @@ def cmd_sizes(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build(args: argparse.Namespace) -> int:
+def _construction(args: argparse.Namespace):
+    """The construction named on the command line, with the paper's parameters where not given."""
     from iclkit.verify.numeric import DEFAULT_PARAMS
 
     given = {k: getattr(args, k) for k in ("lr", "lam") if getattr(args, k) is not None}
     if set(given) - set(DEFAULT_PARAMS[args.construction]):
         raise ValueError(f"{args.construction} takes {sorted(DEFAULT_PARAMS[args.construction])}, not {sorted(given)}")
-    kw = DEFAULT_PARAMS[args.construction] | given  # the paper's values where not given
-    c = REGISTRY[args.construction](args.d, args.n, dtype=args.dtype, mode=args.mode[0], **kw)
+    kw = DEFAULT_PARAMS[args.construction] | given
+    return REGISTRY[args.construction](args.d, args.n, dtype=args.dtype, mode=args.mode[0], **kw)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export to a Hugging Face GPT-2 directory, reload it from disk and check it on seeded prompts."""
+    try:
+        import torch
+        from transformers import GPT2LMHeadModel
+
+        from iclkit.export import to_hf_gpt2
+    except ImportError as e:
+        raise ValueError(f"export needs the [export] extra (pip install -e '.[export]'): {e}") from None
+    from iclkit.verify.numeric import closed_form, sample_problems
+
+    c = _construction(args)
+    _, W_E = to_hf_gpt2(c, args.out)
+    model = GPT2LMHeadModel.from_pretrained(args.out, torch_dtype=torch.float64).eval()
+    X, y, xq = sample_problems(c.d, c.n, 8, seed=0)
+    tokens = c.compiled.tokens(c.inputs(X, y, xq))
+    with torch.no_grad():
+        yhat = model(inputs_embeds=tokens @ W_E).logits[:, -1, 0].numpy()
+    exact = closed_form(c, X, y, xq)
+    err = float(np.max(np.abs(yhat - exact)))
+    console.print(f"wrote {args.out}: GPT-2, {model.config.n_layer} layers, n_embd {model.config.n_embd}, "
+                  f"{model.config.n_head} heads; reloaded from disk, 8 seeded prompts: max error {err:.2e} against "
+                  f"iclkit.algorithms.{c.name} (certified bound for the construction {_fmt(c.error_bound)})")
+    return 0 if err <= 1e-8 * (1 + float(np.max(np.abs(exact)))) else 1
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    c = _construction(args)
     c.save(args.out)
     console.print(f"wrote {args.out}: {args.construction} d={args.d} n={args.n}, {c.num_layers} layers applied "
                   f"({c.model.cfg.stored_layers} stored), {c.model.num_parameters():,} parameters stored, width {c.width}, "
@@ -266,6 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--modes", nargs="+", default=["fused", "faithful"], choices=["fused", "faithful"])
         p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
 
+    def construction_options(p: argparse.ArgumentParser) -> None:  # one construction and its parameters
+        p.add_argument("construction", choices=list(REGISTRY))
+        p.add_argument("--d", type=int, required=True)
+        p.add_argument("--n", type=int, default=1)
+        p.add_argument("--lr", type=float, default=None, help="default: the paper's 0.01 (sgd, gd)")
+        p.add_argument("--lam", type=float, default=None, help="default: the paper's 0.1")
+        p.add_argument("--mode", nargs=1, default=["fused"], choices=["fused", "faithful"])
+        p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+
     p = sub.add_parser("verify", help="build every construction and check it against its closed form")
     common(p)
     p.add_argument("--seed", type=int, default=0)
@@ -282,15 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_sizes)
 
     p = sub.add_parser("build", help="build one construction and save it (safetensors, with its layout)")
-    p.add_argument("construction", choices=list(REGISTRY))
-    p.add_argument("--d", type=int, required=True)
-    p.add_argument("--n", type=int, default=1)
-    p.add_argument("--lr", type=float, default=None, help="default: the paper's 0.01 (sgd, gd)")
-    p.add_argument("--lam", type=float, default=None, help="default: the paper's 0.1")
-    p.add_argument("--mode", nargs=1, default=["fused"], choices=["fused", "faithful"])
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    construction_options(p)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_build)
+
+    p = sub.add_parser("export", help="export a construction as a stock Hugging Face GPT-2 directory ([export] extra)")
+    construction_options(p)
+    p.add_argument("--to", default="hf-gpt2", choices=["hf-gpt2"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("run", help="run a saved model on prompts (an .npz with X, y, xq) or random ones")
     p.add_argument("file")
