@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from iclkit.constructions.base import Construction
-from iclkit.primitives.compile import _layer_spec
 from iclkit.primitives.ops import Div, Mul
 
 
@@ -117,12 +116,9 @@ def labels(c: Construction) -> dict:
     comp = c.compiled
     slots = [{"slot": name, "shape": list(s.shape), "start": c.layout.rows(name).start, "size": s.size}
              for name, s in c.layout.slots.items()]
-    scales = {k: m.scale for k, m in comp.mechanisms.items()}
-    balances = {k: m.kappa for k, m in comp.mechanisms.items()}
     layers = []
-    for i in range(len(comp.schedule)):  # applied layers, as the export unrolls them
-        sched = comp.schedule[i]
-        spec = _layer_spec(sched, c.layout, comp.program.sizes(), comp.ln_pad, scales, balances, comp.context.levels)
+    for i, sched in enumerate(comp.schedule):  # applied layers, as the export unrolls them
+        spec = comp.layer_spec(i)
         heads = []
         for h, (shift, head) in enumerate(spec.heads.items()):
             heads.append({"head": h, "reads": "causal mean" if shift is None else f"column t-{shift}",

@@ -32,3 +32,57 @@ def test_compiled_layer_check_catches_a_wrong_weight():
 @pytest.mark.parametrize("prop", properties.PROPERTIES, ids=lambda p: p.__name__)
 def test_property(prop):
     settings(max_examples=8, deadline=None, derandomize=True)(prop)()
+
+
+# ---- attention proven from the weights -------------------------------------------------------
+@pytest.mark.parametrize("name, kw", [("sgd", {"lr": 0.1}), ("gd", {"lr": 0.1}), ("ridge", {"lam": 0.1})])
+def test_attention_is_proven_from_the_weights_and_every_query_or_key_mutant_dies(name, kw):
+    """Each head's column selection is read from W_Q, W_K and the positional table; zeroing the
+    query or the key of any positional head, or halving its query (the logit gap halves: the
+    off-target mass rises from 1e-20 to about 1e-10), fails the proof at that layer and head."""
+    import torch
+
+    from iclkit import constructions as C
+    from iclkit.verify.weights import WeightProofError, prove_attention
+
+    c = C.REGISTRY[name](2, 2, **kw)
+    expected = [list(c.compiled.layer_spec(i).heads) for i in range(len(c.compiled.schedule))]
+    prove_attention(c.model, c.layout, expected)
+    applied = c.model.cfg.applied_index()
+    for stored, layer in enumerate(c.model.layers):
+        i = applied.index(stored)
+        for h, shift in enumerate(expected[i]):
+            if shift is None:
+                continue
+            for tensor, change in (("W_Q", 0.0), ("W_K", 0.0), ("W_Q", 0.5)):
+                W = getattr(layer, tensor)
+                kept = W.data[h].clone()
+                with torch.no_grad():
+                    W[h] *= change
+                with pytest.raises(WeightProofError, match=rf"layer \d+ head {h}"):
+                    prove_attention(c.model, c.layout, expected)
+                with torch.no_grad():
+                    W[h] = kept
+    with torch.no_grad():
+        c.model.layers[0].W_out[0, c.layout.rows("pos").start] = 1e-3  # data-dependent logits
+    with pytest.raises(WeightProofError, match="writes a positional unit"):
+        prove_attention(c.model, c.layout, expected)
+
+
+def test_prove_file_exits_1_on_a_weakened_query(tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from iclkit.cli import main
+
+    path, bad = tmp_path / "m.safetensors", tmp_path / "bad.safetensors"
+    assert main(["build", "sgd", "--d", "2", "--n", "2", "--out", str(path)]) == 0
+    assert main(["prove", str(path)]) == 0
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if k.endswith("W_Q"))
+    tensors[key] = tensors[key] * 0.5
+    save_file(tensors, str(bad), metadata=meta)
+    assert main(["prove", str(bad)]) == 1
+    assert "FAILS  attention, from the weights: layer" in capsys.readouterr().out

@@ -78,6 +78,14 @@ class Compiled:
             errors[op.dst] = op.propagated_error(reads, errors, sizes) + own
         return errors
 
+    def layer_spec(self, i: int) -> "_LayerSpec":
+        """What applied layer ``i``'s weights are made of: its heads (read pattern, sources,
+        outputs) and MLP hidden units (terms read, entry written, product or linear pair)."""
+        mechs = self.mechanisms
+        return _layer_spec(self.schedule[i], self.layout, self.program.sizes(), self.ln_pad,
+                           {k: m.scale for k, m in mechs.items()}, {k: m.kappa for k, m in mechs.items()},
+                           self.context.levels)
+
     @property
     def t_max(self) -> int:
         """Column index that the ``pos`` unit maps to 1."""

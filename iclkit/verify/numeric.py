@@ -97,27 +97,40 @@ def check(name: str, d: int, n: int, *, dtype: str = "float64", mode: str = "fus
                targets(n, dtype), t1 - t0, t2 - t1)
 
 
+def rebuild(meta: dict):
+    """The construction a saved file's header names, built afresh."""
+    if "construction" not in meta or meta["construction"] not in REGISTRY:
+        raise ValueError("the file holds no construction metadata")
+    params = {k: np.asarray(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
+    return REGISTRY[meta["construction"]](meta["d"], meta["n"], x_norm=meta["x_norm"], y_bound=meta["y_bound"],
+                                          dtype=meta.get("dtype", "float64"), mode=meta["mode"],
+                                          levels=meta.get("levels"), **params, **meta.get("domain", {}))
+
+
+def first_difference(model, c) -> str | None:
+    """The first way a model differs from construction ``c``'s (configuration, or a tensor), or None."""
+    import torch
+
+    rebuilt = c.model.state_dict()
+    if model.cfg != c.model.cfg or set(model.state_dict()) != set(rebuilt):
+        return f"its configuration (layers, loop, sizes) differs from the {c.name} construction its header names"
+    for name, tensor in model.state_dict().items():
+        if rebuilt[name].shape != tensor.shape or not torch.equal(rebuilt[name], tensor):
+            return f"tensor {name} differs from the {c.name} construction its header names"
+    return None
+
+
 def load_construction(path):
     """A saved construction, rebuilt from its header and checked against the file: every
     tensor must equal the rebuilt one bit for bit (the guard and the certificates are for the
     compiled weights), else ``ValueError`` naming the first tensor that differs."""
-    import torch
-
     from iclkit.transformer import Transformer
 
     model, meta = Transformer.load(path)
     if "construction" not in meta or meta["construction"] not in REGISTRY:
         raise ValueError(f"{path} holds no construction metadata")
-    params = {k: np.asarray(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
-    c = REGISTRY[meta["construction"]](meta["d"], meta["n"], x_norm=meta["x_norm"], y_bound=meta["y_bound"],
-                                       dtype=meta.get("dtype", "float64"), mode=meta["mode"],
-                                       levels=meta.get("levels"), **params, **meta.get("domain", {}))
-    rebuilt = c.model.state_dict()
-    if model.cfg != c.model.cfg or set(model.state_dict()) != set(rebuilt):
-        raise ValueError(f"{path}: its configuration (layers, loop, sizes) differs from the {c.name} construction its "
-                         "header names")
-    for name, tensor in model.state_dict().items():
-        if name not in rebuilt or rebuilt[name].shape != tensor.shape or not torch.equal(rebuilt[name], tensor):
-            raise ValueError(f"{path}: tensor {name} differs from the {c.name} construction its header names "
-                             "(edited or corrupted weights carry no certificate)")
+    c = rebuild(meta)
+    problem = first_difference(model, c)
+    if problem:
+        raise ValueError(f"{path}: {problem} (edited or corrupted weights carry no certificate)")
     return c
