@@ -168,25 +168,27 @@ def cmd_prove_file(path: str) -> int:
     W_Q, W_K and the positional table; the other tensors are compared with the construction."""
     from iclkit.transformer import Transformer
     from iclkit.verify.numeric import first_difference, rebuild
-    from iclkit.verify.weights import WeightProofError, prove_attention
+    from iclkit.verify.weights import WeightProofError, prove_attention, prove_attention_maps
 
     model, meta = Transformer.load(path)
     c = rebuild(meta)
     expected = [list(c.compiled.layer_spec(i).heads) for i in range(len(c.compiled.schedule))]
     try:
         found = prove_attention(model, c.layout, expected)
+        prove_attention_maps(model, c.compiled, found)
     except WeightProofError as e:
         console.print(f"[red]FAILS[/]  attention, from the weights: {e}")
         return 1
     heads = [s for s in found if s.head < len(expected[s.layer])]
-    console.print(f"[green]proved[/]  attention, from W_Q, W_K and the positional table: all {len(heads)} heads of "
-                  f"{model.cfg.num_layers} applied layers select their program's column (or causal mean), off-target "
-                  f"softmax mass <= {max(s.off_target for s in heads):.2e}")
+    console.print(f"[green]proved[/]  attention, from the weights: all {len(heads)} heads of {model.cfg.num_layers} "
+                  "applied layers select their program's column or causal mean (W_Q, W_K, positional table; "
+                  f"off-target softmax mass <= {max(s.off_target for s in heads):.2e}) and write their program's "
+                  "linear map, overwrite and balance (W_V W_O)")
     problem = first_difference(model, c)
     if problem:
-        console.print(f"[red]FAILS[/]  the other tensors: {problem}")
+        console.print(f"[red]FAILS[/]  the MLP tensors and the rest: {problem}")
         return 1
-    console.print(f"[green]checked[/] value, output and MLP tensors: equal bit for bit to the {c.name} construction "
+    console.print(f"[green]checked[/] MLP tensors and the embedding: equal bit for bit to the {c.name} construction "
                   "the header names (compared, not yet proved from the weights: issue 11); its program is proved "
                   "by `iclkit prove`")
     return 0

@@ -69,6 +69,41 @@ def test_attention_is_proven_from_the_weights_and_every_query_or_key_mutant_dies
         prove_attention(c.model, c.layout, expected)
 
 
+@pytest.mark.parametrize("name, kw, mode", [("sgd", {"lr": 0.1}, "fused"), ("gd", {"lr": 0.1}, "fused"),
+                                            ("ridge", {"lam": 0.1}, "faithful")])
+def test_every_harmful_value_or_output_weight_mutant_dies(name, kw, mode):
+    """W_V W_O, per layer and read pattern, must equal the program's linear map, overwrite,
+    balance and pad mirroring: scaling any entry of W_V or W_O by 1.5 fails the proof, except
+    an entry of a value dimension that no output reads (W_O row 0: the model is unchanged)."""
+    import torch
+
+    from iclkit import constructions as C
+    from iclkit.verify.weights import WeightProofError, prove_attention, prove_attention_maps
+
+    c = C.REGISTRY[name](2, 2, mode=mode, **kw)
+    expected = [list(c.compiled.layer_spec(i).heads) for i in range(len(c.compiled.schedule))]
+    found = prove_attention(c.model, c.layout, expected)
+    proof = lambda: prove_attention_maps(c.model, c.compiled, found)  # noqa: E731
+    proof()
+    harmful = 0
+    for layer in c.model.layers:
+        for W in (layer.W_V, layer.W_O):
+            entries = [tuple(t.tolist()) for t in torch.nonzero(W.data)]
+            for j in entries[:: max(1, len(entries) // 8)]:  # a spread of each tensor's entries (suite time)
+                h, v = j[0], (j[2] if W is layer.W_V else j[1])
+                if not torch.any(layer.W_O[h, v] != 0):
+                    continue  # feeds no output
+                kept = W.data[j].item()
+                with torch.no_grad():
+                    W[j] = 1.5 * kept
+                with pytest.raises(WeightProofError):
+                    proof()
+                with torch.no_grad():
+                    W[j] = kept
+                harmful += 1
+    assert harmful > 20
+
+
 def test_prove_file_exits_1_on_a_weakened_query(tmp_path, capsys):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file

@@ -120,3 +120,97 @@ def prove_attention(model: Transformer, layout: Layout, expected: list[list[int 
                 raise WeightProofError(f"layer {i} head {s.head}: off-target softmax mass up to {s.off_target:.3g} "
                                        f"exceeds the {leak:.3g} the error bounds allow (logit gap too small)")
     return found
+
+
+PADS = ("pad+", "pad-", "div+", "div-")
+UNWRITTEN = ("one", "pos", "pos2", "bos", "zero")
+
+
+def expected_attention_maps(layer, sizes: dict[str, int], layout: Layout, P: float, div_scale) -> dict:
+    """The program's attention sublayer as linear maps on the program's slots, one per read
+    pattern: ``{shift or None: (L, L) matrix}``, row = unit read at the selected column,
+    column = unit written at the query column (what ``W_V[h] @ W_O[h]``, summed over the heads
+    of that pattern, must equal on the program's own slots)."""
+    L = layout.width
+    maps: dict = {}
+
+    def add(shift, src: str, dst: str, W: np.ndarray) -> None:
+        M = maps.setdefault(shift, np.zeros((L, L)))
+        M[layout.rows(src), layout.rows(dst)] += np.asarray(W, dtype=float).T
+
+    maps[0] = np.zeros((L, L))
+    for op in layer.attn:
+        if op.name == "mean":
+            add(None, op.src, op.dst, np.eye(sizes[op.dst]))
+        else:
+            for (src, W), shift in zip(op.matrices(sizes), op.term_offsets()):
+                add(shift, src, op.dst, W)
+            b = op.bias_vector(sizes[op.dst])
+            if b is not None:
+                add(0, "one", op.dst, b.reshape(-1, 1))
+        if not getattr(op, "accumulate", False):
+            add(0, op.dst, op.dst, -np.eye(sizes[op.dst]))
+    for op in layer.mlp:
+        if op.dst not in op.reads():  # the attention clears the MLP's target
+            add(0, op.dst, op.dst, -np.eye(sizes[op.dst]))
+    divs = [op for op in layer.mlp if op.name == "div"]
+    if divs:  # LayerNorm divides: the pads ±P give way to ±M den
+        M = div_scale(divs[0])
+        add(0, divs[0].den, "div+", [[M]])
+        add(0, divs[0].den, "div-", [[-M]])
+        add(0, "one", "pad+", [[-P]])
+        add(0, "one", "pad-", [[P]])
+    for op in layer.cleanups:  # the previous layer's division pads removed
+        M = div_scale(op)
+        add(0, op.den, "div+", [[-M]])
+        add(0, op.den, "div-", [[M]])
+    return maps
+
+
+def prove_attention_maps(model: Transformer, compiled, found: list[Selection]) -> None:
+    """From W_V and W_O: per applied layer and read pattern, ``sum_h W_V[h] W_O[h]`` must equal
+    the program's linear map on its slots (to a few ulps: the products are sums of a few
+    floats, at most 8 ulps of the model's dtype); no head writes a constant unit; every row keeps the residual's sum (the balance
+    unit takes minus the others, and head 0 also resets it to minus the column's sum); each
+    pad pair is written by exactly negated weights, with the pad P and division scales M of
+    ``compiled`` (the construction the file names). Raises WeightProofError at the first
+    layer that fails."""
+    layout, schedule, sizes = compiled.layout, compiled.schedule, compiled.program.sizes()
+    program_cols = np.zeros(layout.width, dtype=bool)
+    for name in layout.slots:
+        if name not in (*UNWRITTEN, "bal"):  # the program's slots and the pads
+            program_cols[layout.rows(name)] = True
+    nonpad = np.ones(layout.width, dtype=bool)
+    for name in PADS:
+        nonpad[layout.rows(name)] = False
+    bal = layout.rows("bal").start
+    eps = torch.finfo(model.dtype).eps  # the weights are the program's coefficients rounded to the model's dtype
+    for i, layer in enumerate(model.applied_layers):
+        maps: dict = {}
+        for s in found:
+            if s.layer == i:
+                M = (layer.W_V[s.head].detach().double() @ layer.W_O[s.head].detach().double()).numpy()
+                maps[s.shift] = maps.get(s.shift, 0) + M
+        want = expected_attention_maps(schedule[i], sizes, layout, compiled.ln_pad,
+                                       lambda op: compiled.mechanisms[id(op)].scale)
+        for shift in set(maps) | set(want):
+            got = maps.get(shift, np.zeros((layout.width, layout.width)))
+            exp = want.get(shift, np.zeros_like(got))
+            where = f"layer {i}, heads reading {'the causal mean' if shift is None else f'column t-{shift}'}"
+            gap = np.abs(got[:, program_cols] - exp[:, program_cols])
+            if np.any(gap > 8 * eps * np.maximum(np.abs(exp[:, program_cols]), 1.0)):
+                r, col = np.unravel_index(np.argmax(gap), gap.shape)
+                raise WeightProofError(f"{where}: W_V W_O maps unit {layout.labels()[r]} into "
+                                       f"{layout.labels()[np.flatnonzero(program_cols)[col]]} with "
+                                       f"{got[:, program_cols][r, col]:.6g}, the program with {exp[:, program_cols][r, col]:.6g}")
+            for name in UNWRITTEN:
+                if np.any(got[:, layout.rows(name)] != 0):
+                    raise WeightProofError(f"{where}: writes the constant unit {name}")
+            total = got[nonpad][:, nonpad].sum(axis=1)  # the balance unit included
+            reset = -1.0 if shift == 0 else 0.0
+            scale = np.abs(got[nonpad][:, nonpad]).sum(axis=1) + 1.0
+            if np.any(np.abs(total - reset) > 64 * eps * scale):
+                raise WeightProofError(f"{where}: a write does not keep the residual's sum (balance unit {bal})")
+            for a, b in (("pad+", "pad-"), ("div+", "div-")):
+                if np.any(got[:, layout.rows(a)] != -got[:, layout.rows(b)]):
+                    raise WeightProofError(f"{where}: pads {a}, {b} are not written by exactly negated weights")
