@@ -34,74 +34,79 @@ def test_property(prop):
     settings(max_examples=8, deadline=None, derandomize=True)(prop)()
 
 
-# ---- attention proven from the weights -------------------------------------------------------
+# ---- proofs that read the weights ----------------------------------------------------------
 @pytest.mark.parametrize("name, kw", [("sgd", {"lr": 0.1}), ("gd", {"lr": 0.1}), ("ridge", {"lam": 0.1})])
 def test_attention_is_proven_from_the_weights_and_every_query_or_key_mutant_dies(name, kw):
     """Each head's column selection is read from W_Q, W_K and the positional table; zeroing the
-    query or the key of any positional head, or halving its query (the logit gap halves: the
-    off-target mass rises from 1e-20 to about 1e-10), fails the proof at that layer and head."""
+    query or the key of any writing positional head, or halving its query (the logit gap halves:
+    the off-target mass rises from 1e-20 to about 1e-10), fails the proof at that layer."""
     import torch
 
     from iclkit import constructions as C
-    from iclkit.verify.weights import WeightProofError, prove_attention
+    from iclkit.verify.weights import WeightProofError, prove_weights, selections
 
     c = C.REGISTRY[name](2, 2, **kw)
-    expected = [list(c.compiled.layer_spec(i).heads) for i in range(len(c.compiled.schedule))]
-    prove_attention(c.model, c.layout, expected)
+    prove_weights(c.model, c.compiled)
     applied = c.model.cfg.applied_index()
+    heads = {(s.layer, s.head): s.shift for s in selections(c.model, c.layout)}
     for stored, layer in enumerate(c.model.layers):
         i = applied.index(stored)
-        for h, shift in enumerate(expected[i]):
-            if shift is None:
+        for h in range(layer.W_Q.shape[0]):
+            if heads[(i, h)] is None or not torch.any(layer.W_O[h] != 0):
                 continue
             for tensor, change in (("W_Q", 0.0), ("W_K", 0.0), ("W_Q", 0.5)):
                 W = getattr(layer, tensor)
                 kept = W.data[h].clone()
                 with torch.no_grad():
                     W[h] *= change
-                with pytest.raises(WeightProofError, match=rf"layer \d+ head {h}"):
-                    prove_attention(c.model, c.layout, expected)
+                with pytest.raises(WeightProofError, match=r"layer \d+"):
+                    prove_weights(c.model, c.compiled)
                 with torch.no_grad():
                     W[h] = kept
     with torch.no_grad():
         c.model.layers[0].W_out[0, c.layout.rows("pos").start] = 1e-3  # data-dependent logits
     with pytest.raises(WeightProofError, match="writes a positional unit"):
-        prove_attention(c.model, c.layout, expected)
+        prove_weights(c.model, c.compiled)
 
 
 @pytest.mark.parametrize("name, kw, mode", [("sgd", {"lr": 0.1}, "fused"), ("gd", {"lr": 0.1}, "fused"),
-                                            ("ridge", {"lam": 0.1}, "faithful")])
-def test_every_harmful_value_or_output_weight_mutant_dies(name, kw, mode):
-    """W_V W_O, per layer and read pattern, must equal the program's linear map, overwrite,
-    balance and pad mirroring: scaling any entry of W_V or W_O by 1.5 fails the proof, except
-    an entry of a value dimension that no output reads (W_O row 0: the model is unchanged)."""
+                                            ("ridge", {"lam": 0.1}, "fused")])
+def test_every_harmful_weight_mutant_dies(name, kw, mode):
+    """Scaling any entry of W_V, W_O, W_in, W_out or b_out by 1.5, or giving a hidden unit a
+    bias, fails the proof, except a W_V entry of a value dimension no output reads (W_O row 0:
+    the model is unchanged). A spread of each tensor's entries, for suite time."""
     import torch
 
     from iclkit import constructions as C
-    from iclkit.verify.weights import WeightProofError, prove_attention, prove_attention_maps
+    from iclkit.verify.weights import WeightProofError, prove_weights
 
     c = C.REGISTRY[name](2, 2, mode=mode, **kw)
-    expected = [list(c.compiled.layer_spec(i).heads) for i in range(len(c.compiled.schedule))]
-    found = prove_attention(c.model, c.layout, expected)
-    proof = lambda: prove_attention_maps(c.model, c.compiled, found)  # noqa: E731
-    proof()
+    prove_weights(c.model, c.compiled)
     harmful = 0
     for layer in c.model.layers:
-        for W in (layer.W_V, layer.W_O):
-            entries = [tuple(t.tolist()) for t in torch.nonzero(W.data)]
-            for j in entries[:: max(1, len(entries) // 8)]:  # a spread of each tensor's entries (suite time)
-                h, v = j[0], (j[2] if W is layer.W_V else j[1])
-                if not torch.any(layer.W_O[h, v] != 0):
+        for W in (layer.W_V, layer.W_O, layer.W_in, layer.W_out, layer.b_out, layer.b_in):
+            entries = [tuple(t.tolist()) for t in torch.nonzero(W.data)] if W is not layer.b_in else [(0,)]
+            for j in entries[:: max(1, len(entries) // 6)]:
+                if W is layer.W_V and not torch.any(layer.W_O[j[0], j[2]] != 0):
                     continue  # feeds no output
                 kept = W.data[j].item()
                 with torch.no_grad():
-                    W[j] = 1.5 * kept
+                    W[j] = 1.5 * kept if kept else 0.25
                 with pytest.raises(WeightProofError):
-                    proof()
+                    prove_weights(c.model, c.compiled)
                 with torch.no_grad():
                     W[j] = kept
                 harmful += 1
-    assert harmful > 20
+    for W in (c.model.W_E, c.model.pos, c.model.readout):
+        j = tuple(torch.nonzero(W.data)[0].tolist())
+        kept = W.data[j].item()
+        with torch.no_grad():
+            W[j] = 1.5 * kept
+        with pytest.raises(WeightProofError):
+            prove_weights(c.model, c.compiled)
+        with torch.no_grad():
+            W[j] = kept
+    assert harmful > 30
 
 
 def test_prove_file_exits_1_on_a_weakened_query(tmp_path, capsys):
@@ -120,4 +125,4 @@ def test_prove_file_exits_1_on_a_weakened_query(tmp_path, capsys):
     tensors[key] = tensors[key] * 0.5
     save_file(tensors, str(bad), metadata=meta)
     assert main(["prove", str(bad)]) == 1
-    assert "FAILS  attention, from the weights: layer" in capsys.readouterr().out
+    assert "FAILS  layer" in capsys.readouterr().out

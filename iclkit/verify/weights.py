@@ -1,6 +1,6 @@
-"""What the tensors themselves show: every attention head's column selection, read from W_Q, W_K
-and the positional table alone (issue 11, item 3; the value, output and MLP maps are not yet
-proven from the weights).
+"""What the tensors themselves show, checked against the program they should run (issue 11):
+every attention head's column selection, read from W_Q, W_K and the positional table alone;
+each layer's value/output maps; each MLP's hidden units; the embedding, positions and readout.
 
 Queries and keys read only units no layer writes (``one``, ``pos``, ``pos2``: checked on W_E,
 every W_O, W_out and b_out), so each head's logits are a fixed T x T matrix of the weights.
@@ -90,35 +90,43 @@ def _recognise(layer: int, head: int, logits: np.ndarray, T: int) -> Selection:
     return Selection(layer, head, fixed.pop(), worst)
 
 
-def prove_attention(model: Transformer, layout: Layout, expected: list[list[int | None]]) -> list[Selection]:
-    """Check every applied layer's heads against the program: head h of layer i must select
-    ``expected[i][h]`` (a shift, or None for a causal mean) with off-target mass within the
-    leak the compiler's error bounds assume (:func:`bounds.attention_leak`). Heads beyond a
-    layer's expected ones must write nothing (zero W_O). Raises WeightProofError at the first
-    layer and head that fails."""
+def read_patterns(layer) -> set:
+    """The columns a program layer's attention reads: its ops' offsets, the query column itself
+    (overwrites, biases, the balance reset) and, for a mean, the causal prefix (None)."""
+    patterns = {0}
+    for op in layer.attn:
+        patterns |= {None} if op.name == "mean" else set(op.term_offsets())
+    return patterns
+
+
+def prove_attention(model: Transformer, layout: Layout, schedule: list) -> list[Selection]:
+    """Check every applied layer's heads against the program's read patterns: every head that
+    writes (nonzero W_O) must select one of its layer's patterns (:func:`read_patterns`), every
+    pattern must have a head, and off-target mass must be within the leak the compiler's error
+    bounds assume (:func:`bounds.attention_leak`). Raises WeightProofError at the first layer
+    and head that fails."""
     t_max = max(model.cfg.max_len - 1, 1)
     # this check's own float64 logits err like the model's (bounds.logit_error): its mass is
     # within e^{2 eps} of the exact logits' mass, which is what the compiler's leak bounds
     leak = bd.attention_leak(model.cfg.dtype, t_max) * math.exp(2 * bd.logit_error("float64", t_max))
     found = selections(model, layout)
-    by_layer: dict[int, list[Selection]] = {}
-    for s in found:
-        by_layer.setdefault(s.layer, []).append(s)
     layers = model.applied_layers
-    for i, heads in sorted(by_layer.items()):
-        for s in heads:
-            if s.head >= len(expected[i]):
-                if torch.any(layers[i].W_O[s.head] != 0):
-                    raise WeightProofError(f"layer {i} head {s.head}: writes, but the program has no such head")
-                continue
-            want = expected[i][s.head]
-            if s.shift != want:
-                raise WeightProofError(f"layer {i} head {s.head}: the weights select "
-                                       f"{'a causal mean' if s.shift is None else f'column t-{s.shift}'}, the "
-                                       f"program reads {'a causal mean' if want is None else f'column t-{want}'}")
+    for i, program_layer in enumerate(schedule):
+        want = read_patterns(program_layer)
+        served = set()
+        for s in (s for s in found if s.layer == i):
+            if not torch.any(layers[i].W_O[s.head] != 0):
+                continue  # writes nothing
+            name = "a causal mean" if s.shift is None else f"column t-{s.shift}"
+            if s.shift not in want:
+                raise WeightProofError(f"layer {i} head {s.head}: the weights select {name}, which the program's "
+                                       f"layer does not read")
             if s.off_target > leak:
                 raise WeightProofError(f"layer {i} head {s.head}: off-target softmax mass up to {s.off_target:.3g} "
                                        f"exceeds the {leak:.3g} the error bounds allow (logit gap too small)")
+            served.add(s.shift)
+        if want - served:
+            raise WeightProofError(f"layer {i}: no head reads {sorted(want - served, key=str)} (column offsets; None: mean)")
     return found
 
 
@@ -214,3 +222,152 @@ def prove_attention_maps(model: Transformer, compiled, found: list[Selection]) -
             for a, b in (("pad+", "pad-"), ("div+", "div-")):
                 if np.any(got[:, layout.rows(a)] != -got[:, layout.rows(b)]):
                     raise WeightProofError(f"{where}: pads {a}, {b} are not written by exactly negated weights")
+
+
+def expected_mlp_units(layer, compiled) -> tuple[list[tuple[dict, dict]], dict]:
+    """The program's MLP sublayer as GeLU units, derived from its ops and the constructions'
+    constants (pad P, product scale S and balance kappa, division scale M, Richardson levels):
+    ``([(inputs {row: coefficient}, outputs {row: coefficient})], b_out {row: value})``.
+
+    - mul, dot: ``ab = S^2/4 (sq((ka + b/k)/S) - sq((ka - b/k)/S))``, ``sq(z) = sqrt(pi/2)(GeLU(z) +
+      GeLU(-z))``, over Richardson scales ``S 2^m`` with weights w_m: four units per scale and
+      product, writing only the product's entry (unbalanced: the next attention resets);
+    - in place, and div: linear pairs ``GeLU(z) - GeLU(-z) = z`` (balanced);
+    - every read at LayerNorm's scale (``P sqrt(2/L)``, or ``M sqrt(2/L)`` when dividing) and
+      minus the normalised zero unit."""
+    layout, sizes = compiled.layout, compiled.program.sizes()
+    L = layout.width
+    r = lambda slot, i: layout.rows(slot).start + i  # noqa: E731
+    zero, bal = layout.rows("zero").start, layout.rows("bal").start
+    divs = [op for op in layer.mlp if op.name == "div"]
+    read = (compiled.mechanisms[id(divs[0])].scale if divs else compiled.ln_pad) * math.sqrt(2 / L)
+    units, b_out = [], {}
+
+    def unit(terms: list[tuple[int, float]], outputs: dict, balanced: bool) -> None:
+        inputs: dict = {}
+        for row, coef in terms:
+            inputs[row] = inputs.get(row, 0.0) + coef * read
+            inputs[zero] = inputs.get(zero, 0.0) - coef * read
+        if balanced:
+            outputs = outputs | {bal: -sum(outputs.values())}
+        units.append((inputs, outputs))
+
+    factors, weights = bd.richardson_weights(compiled.context.levels)
+    for op in layer.mlp:
+        if op.dst in op.reads():
+            for i in range(sizes[op.dst]):
+                unit([(r(op.dst, i), 1.0)], {r(op.dst, i): -1.0}, True)
+                unit([(r(op.dst, i), -1.0)], {r(op.dst, i): 1.0}, True)
+        if op.name == "div":
+            for i in range(sizes[op.dst]):
+                unit([(r(op.num, i), 1.0)], {r(op.dst, i): 1.0}, True)
+                unit([(r(op.num, i), -1.0)], {r(op.dst, i): -1.0}, True)
+            continue
+        mech = compiled.mechanisms[id(op)]
+        p, q, s = op.shape
+        for i in range(p):
+            for k in range(s):
+                for j in range(q):
+                    a, b, out = r(op.a, i * q + j), r(op.b, j * s + k), r(op.dst, i * s + k)
+                    for f, w in zip(factors, weights):
+                        Sm = mech.scale * f
+                        c_out = w * Sm**2 / 4 * math.sqrt(math.pi / 2)
+                        for sign_b in (1.0, -1.0):
+                            for sign in (1.0, -1.0):
+                                unit([(a, sign * mech.kappa / Sm), (b, sign * sign_b / (mech.kappa * Sm))],
+                                     {out: sign_b * c_out}, False)
+        if op.bias:
+            for i in range(sizes[op.dst]):
+                b_out[r(op.dst, i)] = b_out.get(r(op.dst, i), 0.0) + op.bias
+    if divs:  # the MLP restores the pads its attention took away
+        b_out[layout.rows("pad+").start] = compiled.ln_pad
+        b_out[layout.rows("pad-").start] = -compiled.ln_pad
+    return units, b_out
+
+
+def _close(got: np.ndarray, want: np.ndarray, eps: float) -> bool:
+    return bool(np.all(np.abs(got - want) <= 8 * eps * np.maximum(np.abs(want), np.abs(got))))
+
+
+def prove_mlp(model: Transformer, compiled) -> None:
+    """From W_in, b_in, W_out, b_out: every applied layer's hidden units are, up to order and 8
+    ulps of the model's dtype, exactly the program's product units and linear pairs
+    (:func:`expected_mlp_units`), which the product and linear-pair lemmas of ``iclkit prove``
+    make compute the ops; every other unit writes nothing. Raises WeightProofError at the
+    first layer and unit that fails."""
+    eps = torch.finfo(model.dtype).eps
+    for i, layer in enumerate(model.applied_layers):
+        want, want_bias = expected_mlp_units(compiled.schedule[i], compiled)
+        W_in, W_out = layer.W_in.detach().double().numpy(), layer.W_out.detach().double().numpy()
+        b_in, b_out = layer.b_in.detach().double().numpy(), layer.b_out.detach().double().numpy()
+        groups: dict = {}
+        for u in range(W_in.shape[1]):
+            key = (tuple(np.flatnonzero(W_in[:, u])), tuple(np.flatnonzero(W_out[u])))
+            if key[1] or key[0] or b_in[u]:
+                groups.setdefault(key, []).append(u)
+        expected: dict = {}
+        for inputs, outputs in want:
+            key = (tuple(sorted(r for r, v in inputs.items() if v)), tuple(sorted(r for r, v in outputs.items() if v)))
+            expected.setdefault(key, []).append((inputs, outputs))
+        for key in set(groups) | set(expected):
+            got, exp = groups.get(key, []), expected.get(key, [])
+            if len(got) != len(exp):
+                raise WeightProofError(f"layer {i}: {len(got)} hidden units read rows {list(key[0])} and write rows "
+                                       f"{list(key[1])}; the program has {len(exp)}")
+            actual = sorted((tuple(W_in[list(key[0]), u]) + tuple(W_out[u, list(key[1])]), u) for u in got)
+            ideal = sorted(tuple(e[0][r] for r in key[0]) + tuple(e[1][r] for r in key[1]) for e in exp)
+            for (values, u), target in zip(actual, ideal):
+                if b_in[u] != 0 or not _close(np.array(values), np.array(target), eps):
+                    raise WeightProofError(f"layer {i} hidden unit {u}: weights {np.array(values)} (bias {b_in[u]:g}) "
+                                           f"are not the program's {np.array(target)}")
+        bias = np.zeros_like(b_out)
+        for row, value in want_bias.items():
+            bias[row] = value
+        if not _close(b_out, bias, eps):
+            row = int(np.argmax(np.abs(b_out - bias)))
+            raise WeightProofError(f"layer {i}: b_out[{compiled.layout.labels()[row]}] is {b_out[row]:.6g}, the "
+                                   f"program's {bias[row]:.6g}")
+
+
+def prove_embedding(model: Transformer, compiled) -> None:
+    """W_E copies each token entry into its input slot, the positional table holds one, pos =
+    t/T_max, pos2 = pos^2, bos at column 0 and the pads ±P, both keep the residual's sum at 0
+    through the balance unit, and the readout reads y_hat alone."""
+    layout, program = compiled.layout, compiled.program
+    eps = torch.finfo(model.dtype).eps
+    keep = np.ones(layout.width, dtype=bool)
+    for name in (*PADS, "bal"):
+        keep[layout.rows(name)] = False
+    W_E = model.W_E.detach().double().numpy()
+    want = np.zeros_like(W_E)
+    col = 0
+    for name in compiled.input_order:
+        for i in range(program.sizes()[name]):
+            want[col + i, layout.rows(name).start + i] = 1.0
+        col += program.sizes()[name]
+    T = model.cfg.max_len
+    t = np.arange(T) / max(T - 1, 1)
+    pos = np.zeros((T, layout.width))
+    for name, value in (("one", 1.0), ("pos", t), ("pos2", t**2), ("pad+", compiled.ln_pad), ("pad-", -compiled.ln_pad)):
+        pos[:, layout.rows(name).start] = value
+    pos[0, layout.rows("bos").start] = 1.0
+    for name, table, target in (("W_E", W_E, want), ("the positional table", model.pos.detach().double().numpy(), pos)):
+        target[:, layout.rows("bal").start] = -target[:, keep].sum(axis=1)
+        if not _close(table, target, eps):
+            row, c = np.unravel_index(np.argmax(np.abs(table - target)), table.shape)
+            raise WeightProofError(f"{name}[{row}, {layout.labels()[c]}] is {table[row, c]:.6g}, the program's "
+                                   f"{target[row, c]:.6g}")
+    readout = np.zeros(layout.width)
+    readout[layout.rows(compiled.output)] = 1.0
+    if not np.array_equal(model.readout.detach().double().numpy(), readout) or float(model.readout_bias.detach()) != 0.0:
+        raise WeightProofError(f"the readout reads more than {compiled.output}")
+
+
+def prove_weights(model: Transformer, compiled) -> list[Selection]:
+    """Every tensor of ``model`` against the program of ``compiled``: embedding, positions and
+    readout; each applied layer's attention (selection, then W_V W_O) and MLP units."""
+    prove_embedding(model, compiled)
+    found = prove_attention(model, compiled.layout, compiled.schedule)
+    prove_attention_maps(model, compiled, found)
+    prove_mlp(model, compiled)
+    return found
