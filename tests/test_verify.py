@@ -126,3 +126,22 @@ def test_prove_file_exits_1_on_a_weakened_query(tmp_path, capsys):
     save_file(tensors, str(bad), metadata=meta)
     assert main(["prove", str(bad)]) == 1
     assert "FAILS  layer" in capsys.readouterr().out
+
+
+def test_loop_induction_holds_and_fails_for_a_wrong_block(monkeypatch):
+    """The all-n claims (sgd and ridge, fused) hold; a block whose update scales w by 1.001
+    more than SGD's shrink must not prove."""
+    from iclkit.primitives import Aff, Program
+    from iclkit.verify import symbolic
+
+    assert symbolic.prove_sgd_loop(2) and symbolic.prove_ridge_loop(2)
+    real = symbolic.sgd_program
+
+    def drifted(*args, **kw):
+        p = real(*args, **kw)
+        steps = [Aff(op.dst, terms=tuple((s, W * 1.001 if s == "w" else W) for s, W in op.terms), offset=op.offset,
+                     bound=op.bound) if isinstance(op, Aff) and op.dst == "w" and op.offset == 2 else op for op in p.steps]
+        return Program(p.slots, p.inputs, steps, name=p.name)
+
+    monkeypatch.setattr(symbolic, "sgd_program", drifted)
+    assert not symbolic.prove_sgd_loop(2)

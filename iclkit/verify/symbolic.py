@@ -120,6 +120,89 @@ def prove_shorter_prompt(name: str, d: int, n: int, k: int, mode: str) -> bool:
     return sp.cancel(sp.together(diff)) == 0
 
 
+# ---- induction over the loop: a claim for every n ------------------------------------------
+def _vector(name: str, d: int) -> np.ndarray:
+    return np.array(sp.symbols(f"{name}1:{d + 1}", real=True), dtype=object)
+
+
+def _run_on_columns(program: Program, steps: list, state: dict, T: int = 4) -> dict:
+    """Run ``steps`` on T columns whose slots hold ``state`` ({slot: {column: value}}), the
+    rest 0: the carried state two columns back, the new example at the last column."""
+    inputs = {}
+    for slot, columns in state.items():
+        arr = np.zeros((1, T) + program.slots[slot], dtype=object)
+        for c, v in columns.items():
+            arr[0, c] = v
+        inputs[slot] = arr
+    toy = Program(program.slots, {slot: 1.0 for slot in state}, steps, name=program.name + " (block)")
+    return toy.interpret(inputs, t_max=T - 1)
+
+
+def _equal(got, want) -> bool:
+    """Entrywise equal as rational functions (the program's float constants 1.0, 0.0 made exact)."""
+    return all(sp.cancel(sp.together(sp.nsimplify(sp.sympify(g) - w, rational=True))) == 0
+               for g, w in zip(np.ravel(got), np.ravel(want)))
+
+
+def prove_sgd_loop(d: int) -> bool:
+    """Fused stacked SGD, for every n, by induction over the looped block. Invariant at the
+    column of y_k: ``w = w_{k-1}`` (the iterate before example k) and ``xerr = x_k (w_{k-1}.x_k - y_k)``.
+    Step: the block (update from two columns back, then w.x - y and its product with x) maps
+    the invariant for k to the invariant for k + 1, for symbolic w_{k-1}, x_k, y_k, x_{k+1},
+    y_{k+1}. Base: the prologue and the first block give it for k = 1 (the BOS column keeps
+    w0). Epilogue: the final update read from one column back and the dot give
+    ``x_q . w_n``. Hence the program built for any n computes SGD's prediction."""
+    w0, x, y, xn, yn = _vector("v", d), _vector("p", d), sp.Symbol("yp", real=True), _vector("x", d), sp.Symbol("y", real=True)
+    W = _vector("W", d)
+    program = sgd_program(d, 3, lr=LR, lam=LAM, w0=w0, x_norm=1.0, y_bound=1.0, mode="fused")
+    steps = program.steps
+    step = lambda v, a, b: v - 2 * LR * ((v @ a - b) * a + LAM * v)  # noqa: E731
+    out = _run_on_columns(program, steps[5:9], {"w": {1: W}, "xerr": {1: x * (W @ x - y)}, "x": {3: xn}, "y": {3: yn}})
+    w_next = step(W, x, y)
+    ok = _equal(out["w"][0, 3], w_next) and _equal(out["xerr"][0, 3], xn * (w_next @ xn - yn))
+    X1, y1, xq, _ = symbolic_prompt(d, 1)
+    first = Program(program.slots, program.inputs, steps[:5]).interpret(prompt_inputs(X1[None], y1[None], xq[None]), t_max=3)
+    ok &= _equal(first["w"][0, 2], w0) and _equal(first["xerr"][0, 2], X1[0] * (w0 @ X1[0] - y1[0]))
+    end = _run_on_columns(program, steps[-2:], {"w": {2: W}, "xerr": {2: x * (W @ x - y)}, "x": {3: xn}})
+    return ok and _equal(end["yhat"][0, 3], step(W, x, y) @ xn)
+
+
+def prove_ridge_loop(d: int) -> bool:
+    """Fused stacked ridge (recursive least squares), for every n, by induction over the
+    looped block. Invariant at the column of y_k, with P = A_{k-1}^-1 (symmetric) and
+    w = w_{k-1}: ``A_inv = P``, ``w = w``, ``corr = g u^T`` and ``g = g (y_k - x_k.w)`` where
+    u = P x_k, g = u / (1 + x_k.u). Step: the block (Sherman–Morrison and RLS updates from
+    two columns back, then the new example's u, den, gain, correction) maps it to the
+    invariant for k + 1, for symbolic P, w, x_k, y_k, x_{k+1}, y_{k+1}. Base: the prologue and
+    the first block give it for k = 1 with P = I/lam, w = 0. Epilogue: the final RLS update read
+    from one column back and the dot give x_q . w_n."""
+    Pm = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"P{min(i, j) + 1}{max(i, j) + 1}", real=True))
+    P = np.array(Pm.tolist(), dtype=object)
+    W, x, y, xn, yn = _vector("W", d), _vector("p", d), sp.Symbol("yp", real=True), _vector("x", d), sp.Symbol("y", real=True)
+    program = ridge_program(d, 3, lam=LAM, x_norm=1.0, y_bound=1.0, mode="fused")
+    steps = program.steps
+
+    def invariant(P, w, x, y):
+        u = P @ x
+        g = u / (1 + x @ u)
+        return {"A_inv": P, "w": w, "corr": np.outer(g, u), "g": g * (y - x @ w)}
+
+    def sm(P, w, x, y):
+        inv = invariant(P, w, x, y)
+        return P - inv["corr"], w + inv["g"]
+
+    state = {k: {1: v} for k, v in invariant(P, W, x, y).items()} | {"x": {3: xn}, "y": {3: yn}}
+    out = _run_on_columns(program, steps[10:19], state)
+    want = invariant(*sm(P, W, x, y), xn, yn)
+    ok = all(_equal(out[k][0, 3], want[k]) for k in want)
+    X1, y1, xq, _ = symbolic_prompt(d, 1)
+    first = Program(program.slots, program.inputs, steps[:10]).interpret(prompt_inputs(X1[None], y1[None], xq[None]), t_max=3)
+    base = invariant(np.eye(d, dtype=object) / LAM, np.zeros(d, dtype=object), X1[0], y1[0])
+    ok &= all(_equal(first[k][0, 2], base[k]) for k in base)
+    end = _run_on_columns(program, steps[-2:], {k: {2: v} for k, v in invariant(P, W, x, y).items()} | {"x": {3: xn}})
+    return ok and _equal(end["yhat"][0, 3], sm(P, W, x, y)[1] @ xn)
+
+
 # ---- mechanisms ----------------------------------------------------------------------------
 a, b, z = sp.symbols("a b z", real=True)
 S, P, M, G = sp.symbols("S P M G", positive=True)
@@ -220,6 +303,9 @@ def claims(max_d: int = 3):
     for d in range(1, min(max_d, 2) + 1):
         out.append((f"two stacked sgd blocks d={d}", lambda d=d: (prove_sgd(d, 2, "fused"), "")))
         out.append((f"two stacked ridge blocks d={d}", lambda d=d: (prove_ridge(d, 2, "fused"), "")))
+    for d in range(1, min(max_d, 2) + 1):
+        out.append((f"every n, by induction over the loop: sgd (fused) d={d}", lambda d=d: (prove_sgd_loop(d), "")))
+        out.append((f"every n, by induction over the loop: ridge (fused) d={d}", lambda d=d: (prove_ridge_loop(d), "")))
     for name in ("sgd", "gd", "ridge"):
         out.append((f"{name} built for n=3 on a prompt of 1 example d=1 (fused)",
                     lambda name=name: (prove_shorter_prompt(name, 1, 3, 1, "fused"), "")))
