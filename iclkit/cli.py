@@ -190,13 +190,13 @@ def cmd_prove_file(path: str) -> int:
                   "  with the lemmas of `iclkit prove` (hard attention, products O(S^-2K), linear pairs, LayerNorm "
                   "read and division) the network computes the program (whose closed form `iclkit prove` "
                   "proves for d <= 3 and up to 3 examples).\n"
-                  "  Every applied layer is checked (a stored looped layer at each repeat): the claim is for "
-                  f"prompts of up to n={c.n} examples, not yet for every n.")
-    loop = {("sgd", "fused"): "prove_sgd_loop", ("ridge", "fused"): "prove_ridge_loop"}.get((c.name, c.mode))
-    if loop and c.d <= 3:
+                  "  Every applied layer is checked (a stored looped layer at each repeat): the weights' claim is "
+                  f"for prompts of up to n={c.n} examples.")
+    loop = {"sgd": "prove_sgd_loop", "ridge": "prove_ridge_loop"}.get(c.name)
+    if loop and c.d <= 3 and (c.name, c.mode) != ("ridge", "faithful"):
         from iclkit.verify import symbolic
 
-        held = getattr(symbolic, loop)(c.d)
+        held = getattr(symbolic, loop)(c.d, c.mode) if c.name == "sgd" else symbolic.prove_ridge_loop(c.d)
         console.print(f"{'[green]proved[/]' if held else '[red]FAILS[/]'}  the program, for every n, by induction over "
                       f"its looped block (symbolic state, d={c.d}): each block maps the iterate after k examples to the "
                       "one after k + 1, the prologue gives k = 1, the epilogue the prediction (a model for another n "

@@ -144,8 +144,11 @@ def _equal(got, want) -> bool:
                for g, w in zip(np.ravel(got), np.ravel(want)))
 
 
-def prove_sgd_loop(d: int) -> bool:
-    """Fused stacked SGD, for every n, by induction over the looped block. Invariant at the
+def prove_sgd_loop(d: int, mode: str = "fused") -> bool:
+    """Stacked SGD, for every n, by induction over the looped block. Faithful: the invariant
+    at the column of y_k is ``w = w_k``; the block (w from two columns back, the gradient at
+    the new example, the update) maps it to k + 1; the first seven ops give k = 1; the move
+    to the query and the dot give x_q . w_n. Fused: invariant at the
     column of y_k: ``w = w_{k-1}`` (the iterate before example k) and ``xerr = x_k (w_{k-1}.x_k - y_k)``.
     Step: the block (update from two columns back, then w.x - y and its product with x) maps
     the invariant for k to the invariant for k + 1, for symbolic w_{k-1}, x_k, y_k, x_{k+1},
@@ -154,13 +157,19 @@ def prove_sgd_loop(d: int) -> bool:
     ``x_q . w_n``. Hence the program built for any n computes SGD's prediction."""
     w0, x, y, xn, yn = _vector("v", d), _vector("p", d), sp.Symbol("yp", real=True), _vector("x", d), sp.Symbol("y", real=True)
     W = _vector("W", d)
-    program = sgd_program(d, 3, lr=LR, lam=LAM, w0=w0, x_norm=1.0, y_bound=1.0, mode="fused")
+    program = sgd_program(d, 3, lr=LR, lam=LAM, w0=w0, x_norm=1.0, y_bound=1.0, mode=mode)
     steps = program.steps
     step = lambda v, a, b: v - 2 * LR * ((v @ a - b) * a + LAM * v)  # noqa: E731
+    X1, y1, xq, _ = symbolic_prompt(d, 1)
+    if mode == "faithful":
+        out = _run_on_columns(program, steps[7:13], {"w": {1: W}, "x": {3: xn}, "y": {3: yn}})
+        first = Program(program.slots, program.inputs, steps[:7]).interpret(prompt_inputs(X1[None], y1[None], xq[None]), t_max=3)
+        end = _run_on_columns(program, steps[-2:], {"w": {2: W}, "x": {3: xn}})
+        return (_equal(out["w"][0, 3], step(W, xn, yn)) and _equal(first["w"][0, 2], step(w0, X1[0], y1[0]))
+                and _equal(end["yhat"][0, 3], W @ xn))
     out = _run_on_columns(program, steps[5:9], {"w": {1: W}, "xerr": {1: x * (W @ x - y)}, "x": {3: xn}, "y": {3: yn}})
     w_next = step(W, x, y)
     ok = _equal(out["w"][0, 3], w_next) and _equal(out["xerr"][0, 3], xn * (w_next @ xn - yn))
-    X1, y1, xq, _ = symbolic_prompt(d, 1)
     first = Program(program.slots, program.inputs, steps[:5]).interpret(prompt_inputs(X1[None], y1[None], xq[None]), t_max=3)
     ok &= _equal(first["w"][0, 2], w0) and _equal(first["xerr"][0, 2], X1[0] * (w0 @ X1[0] - y1[0]))
     end = _run_on_columns(program, steps[-2:], {"w": {2: W}, "xerr": {2: x * (W @ x - y)}, "x": {3: xn}})
@@ -304,7 +313,9 @@ def claims(max_d: int = 3):
         out.append((f"two stacked sgd blocks d={d}", lambda d=d: (prove_sgd(d, 2, "fused"), "")))
         out.append((f"two stacked ridge blocks d={d}", lambda d=d: (prove_ridge(d, 2, "fused"), "")))
     for d in range(1, min(max_d, 2) + 1):
-        out.append((f"every n, by induction over the loop: sgd (fused) d={d}", lambda d=d: (prove_sgd_loop(d), "")))
+        for mode in ("fused", "faithful"):
+            out.append((f"every n, by induction over the loop: sgd ({mode}) d={d}",
+                        lambda d=d, m=mode: (prove_sgd_loop(d, m), "")))
         out.append((f"every n, by induction over the loop: ridge (fused) d={d}", lambda d=d: (prove_ridge_loop(d), "")))
     for name in ("sgd", "gd", "ridge"):
         out.append((f"{name} built for n=3 on a prompt of 1 example d=1 (fused)",
