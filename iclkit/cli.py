@@ -192,11 +192,11 @@ def cmd_prove_file(path: str) -> int:
                   "proves for d <= 3 and up to 3 examples).\n"
                   "  Every applied layer is checked (a stored looped layer at each repeat): the weights' claim is "
                   f"for prompts of up to n={c.n} examples.")
-    loop = {"sgd": "prove_sgd_loop", "ridge": "prove_ridge_loop"}.get(c.name)
-    if loop and c.d <= 3 and (c.name, c.mode) != ("ridge", "faithful"):
-        from iclkit.verify import symbolic
+    from iclkit.verify.symbolic import LOOP_PROOFS
 
-        held = getattr(symbolic, loop)(c.d, c.mode) if c.name == "sgd" else symbolic.prove_ridge_loop(c.d)
+    loop = LOOP_PROOFS.get((c.name, c.mode))
+    if loop and c.d <= 3:
+        held = loop(c.d)
         console.print(f"{'[green]proved[/]' if held else '[red]FAILS[/]'}  the program, for every n, by induction over "
                       f"its looped block (symbolic state, d={c.d}): each block maps the iterate after k examples to the "
                       "one after k + 1, the prologue gives k = 1, the epilogue the prediction (a model for another n "

@@ -164,16 +164,13 @@ def _sherman_morrison_bound(c: Construction, lam: float) -> float:
     certificate: the per-prompt one, :meth:`Construction.certify`, still holds)."""
     ops, d, n = c.compiled.program.ops, c.d, c.n
     X = c.x_norm
-    # x, y as every block reads them; the scratch slots' old values (cleared by each block)
-    # carry the previous block's errors: one pass over the block gives them
-    start = {s: 0.0 for s in c.compiled.program.slots} | {s: c.compiled.error_bounds[s] for s in ("x", "y")}
     first = 3  # mov x, the initial A^-1, then w (fused) or xy (faithful)
     if c.mode == "fused":
         block = ops[first:first + 7] + (ops[first + 7:first + 9] if n > 1 else [ops[-2]])  # + the update's affs
     else:
         block = ops[first:first + 7] + ([ops[first + 7]] if n > 1 else [])  # + the next block's move of A^-1
+    start = c.compiled.block_start(block, carried=("A_inv", "w"))
     init = c.compiled.propagate(ops[:first], start)
-    start |= {s: e for s, e in c.compiled.propagate(block, start).items() if s not in ("A_inv", "w", "x", "y")}
     e0 = d * init["A_inv"]  # A~_0 from the rounding of I/lam: R_0 = (I + lam E_0)^-1 - I
     if lam * e0 >= 1:
         return float("inf")
@@ -212,6 +209,20 @@ def _sherman_morrison_bound(c: Construction, lam: float) -> float:
     return c.compiled.propagate(ops[-2:], start | {"w": E_w})["yhat"]
 
 
+def _own_errors(c: Construction, block: list, start: dict, slack: dict):
+    """``own((dst, op kind), more_slack)``: the own error of the block's op writing ``dst``, taken
+    alone (its operands exact) at its read bounds inflated by ``slack`` and ``more_slack``, from
+    the compiler's analysis (x and y read with their errors); 0 for an op the block lacks."""
+    by = {(op.dst, type(op).__name__): op for op in block}
+    exact = start | {s: 0.0 for s in start if s not in ("x", "y")}
+
+    def own(key: tuple, more: dict | None = None) -> float:
+        op = by.get(key)
+        return 0.0 if op is None else c.compiled.propagate([op], exact, slack=slack | (more or {}))[op.dst]
+
+    return own
+
+
 def _gain_error(c: Construction, block: list, start: dict, a: float, r: float, E_P: float, E_w: float) -> float:
     """A bound on ``|A_k^{1/2} delta_w|`` for block k of the fused form, where delta_w is what the
     block adds to w beyond the exact update of the w~ it holds: ``(g~ - g) res~ + g eps_e +
@@ -221,14 +232,7 @@ def _gain_error(c: Construction, block: list, start: dict, a: float, r: float, E
     ``m = r' + X |eps_u| + eps_den`` of den, relatively, and
     ``|A_k^{1/2} (g~ - g)| <= (r' + sqrt(a_k) |eps_u| + m) / (1 - m) + sqrt(a_k) |eps_g|``; ``|A_k^{1/2} g| <= 1``."""
     d, X = c.d, c.x_norm
-    slack = {"A_inv": E_P, "w": E_w}
-    by = {(op.dst, type(op).__name__): op for op in block}
-    zeros = {s: 0.0 for s in start if s not in ("x", "y")}
-
-    def own(key: tuple, slack_more: dict | None = None) -> float:
-        op = by[key]
-        return c.compiled.propagate([op], start | zeros, slack=slack | (slack_more or {}))[op.dst]
-
+    own = _own_errors(c, block, start, {"A_inv": E_P, "w": E_w})
     rr = r / (1 - r)
     eps_u = np.sqrt(d) * own(("u", "Mul"))
     eps_den = own(("den", "Mul"), {"u": eps_u})
@@ -240,7 +244,7 @@ def _gain_error(c: Construction, block: list, start: dict, a: float, r: float, E
     eps_e = own(("e", "Mul")) + own(("e", "Aff"))
     res = c.compiled.slot_bounds["e"] + X * np.sqrt(d) * E_w + eps_e  # |y - x.w~| as computed
     gain = 1 / (2 * np.sqrt(c.params["lam"])) + X * E_P + gain_A / np.sqrt(c.params["lam"])  # |g~|
-    eps_ge = own(next(k for k in by if k[0] == "g" and k[1] == "Mul"), {"g": gain, "e": eps_e})
+    eps_ge = own(("g", "Mul"), {"g": gain, "e": eps_e})
     eps_w = own(("w", "Aff"), {"g": gain * res})
     return float(gain_A * res + eps_e + np.sqrt(a * d) * (eps_ge + eps_w))
 
@@ -254,16 +258,7 @@ def _block_error(c: Construction, block: list, start: dict, a: float, r: float, 
     deviations, from the compiler's analysis; vectors' 2-norms are sqrt(d) times the entry
     bound, matrices' d times."""
     d, X = c.d, c.x_norm
-    slack = {"A_inv": E_P, "w": E_w}
-    by = {(op.dst, type(op).__name__): op for op in block}
-    zeros = {s: 0.0 for s in start if s not in ("x", "y")}
-
-    def own(key: tuple, slack_more: dict | None = None) -> float:
-        op = by.get(key)
-        if op is None:
-            return 0.0
-        return c.compiled.propagate([op], start | zeros, slack=slack | (slack_more or {}))[op.dst]
-
+    own = _own_errors(c, block, start, {"A_inv": E_P, "w": E_w})
     eps_u = own(("u", "Mul"))  # x's error included: x is read as the compiler bounds it
     if c.mode == "fused":
         eps_v = eps_u

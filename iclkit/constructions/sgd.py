@@ -26,7 +26,7 @@ from iclkit.primitives import Aff, Program, aff, dot, mov, mul
 def sgd_weight_bound(d: int, n: int, lr: float, lam: float, w0: np.ndarray, X: float, Y: float) -> float:
     """Bound on |w_k| for k <= n when |x| <= X, |y| <= Y: the update map
     ``I - 2 lr (x x^T + lam I)`` has norm at most rho, so ``|w_k| <= rho^k |w0| + 2 lr X Y sum rho^i``."""
-    rho = max(abs(1 - 2 * lr * lam), abs(1 - 2 * lr * (X * X + lam)))
+    rho = update_norm(lr, lam, X)
     bound, W = float(np.linalg.norm(w0)), float(np.linalg.norm(w0))
     for _ in range(n):
         W = rho * W + 2 * lr * X * Y
@@ -154,10 +154,7 @@ def contraction_bound(c: Construction, lr: float, lam: float) -> float:
         blocks, final = [ops[2:6]] * c.n, ops[-1:]  # (w.x, w.x - y, x(w.x - y), update), then y_hat
     else:
         blocks, final = ([ops[1:7]] + [ops[7:13]] * (c.n - 1)), ops[-2:]
-    # x, y as every block reads them; the scratch slots' old values (cleared by each block)
-    # carry the previous block's errors: one pass over the block gives them
-    start = {s: 0.0 for s in c.compiled.error_bounds} | {s: c.compiled.error_bounds[s] for s in ("x", "y")}
-    start |= {s: e for s, e in c.compiled.propagate(blocks[-1], start).items() if s not in ("w", "x", "y")}
+    start = c.compiled.block_start(blocks[-1], carried=("w",))
     w_error = total = 0.0
     for block in blocks:
         delta = c.compiled.propagate(block, start | {"w": 0.0}, slack={"w": w_error})["w"]

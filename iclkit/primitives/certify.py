@@ -280,9 +280,7 @@ def _layer_norm_read(compiled, layer: int, h: torch.Tensor) -> bd.LayerNormRead:
     else:
         scale = compiled.ln_pad * np.sqrt(2 / L) / sigma
         ideal = scale
-    pads = np.zeros(L, dtype=bool)
-    for name in ("pad+", "pad-", "div+", "div-"):
-        pads[compiled.layout.rows(name)] = True
+    pads = ~compiled.layout.unpadded()
     arr = h64.numpy()
     pad2 = (arr[..., pads] ** 2).sum(-1, keepdims=True) / 2
     R2 = (arr[..., ~pads] ** 2).sum(-1, keepdims=True)

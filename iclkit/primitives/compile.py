@@ -32,7 +32,6 @@ from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op
 from iclkit.primitives.program import READABLE_SYSTEM, Layer, Program
 from iclkit.transformer import Transformer, TransformerConfig
 
-PAD_SLOTS = ("pad+", "pad-", "div+", "div-")
 SQRT_HALF_PI = math.sqrt(math.pi / 2)
 
 
@@ -77,6 +76,14 @@ class Compiled:
                                   reads[op.dst], out))
             errors[op.dst] = op.propagated_error(reads, errors, sizes) + own
         return errors
+
+    def block_start(self, block: list[Op], carried: tuple[str, ...]) -> dict[str, float]:
+        """Errors as a stacked block starts: x and y as the compiler bounds them, the ``carried``
+        slots (the iterate) exact, and every scratch slot with the error one pass of ``block``
+        leaves in it (each block clears it, but its old value is what the clear reads)."""
+        start = {s: 0.0 for s in self.error_bounds} | {s: self.error_bounds[s] for s in ("x", "y")}
+        keep = (*carried, "x", "y")
+        return start | {s: e for s, e in self.propagate(block, start).items() if s not in keep}
 
     def layer_spec(self, i: int) -> "_LayerSpec":
         """What applied layer ``i``'s weights are made of: its heads (read pattern, sources,
@@ -400,7 +407,7 @@ class _LayerSpec:
             for src, j, dst, i, coef in head.outputs:
                 layer.W_O[h_idx, starts[src] + j, r(dst).start + i] += coef
             if head.shift == 0:  # the reset's value: the column's sum, pads left out (they cancel exactly)
-                layer.W_V[h_idx, _unpadded(layout), offset] = 1.0
+                layer.W_V[h_idx, torch.from_numpy(layout.unpadded()), offset] = 1.0
         for unit, (terms, dst, idx, out_coef) in enumerate(self.hidden):
             for slot, i, coef in terms:
                 layer.W_in[r(slot).start + i, unit] += coef * self.read_scale
@@ -510,19 +517,9 @@ def _write_embedding(model: Transformer, layout: Layout, inputs: list[str], size
     _balance(model.pos, layout)
 
 
-def _unpadded(layout: Layout) -> torch.Tensor:
-    """Mask of the residual's units other than the pads. The pads are written in exactly
-    cancelling pairs (±P, ±M·c), so sums leave them out: adding P and -P among small
-    numbers would round away u·P."""
-    keep = torch.ones(layout.width, dtype=torch.bool)
-    for name in PAD_SLOTS:
-        keep[layout.rows(name)] = False
-    return keep
-
-
 def _balance(W: torch.Tensor, layout: Layout) -> None:
-    """Make every write move the balance unit by minus its sum, so the residual sums to 0."""
-    keep = _unpadded(layout)
+    """Make every write move the balance unit by minus its sum (pads left out), so the residual sums to 0."""
+    keep = torch.from_numpy(layout.unpadded())
     keep[layout.rows("bal")] = False
     W[..., layout.rows("bal").start] = -W[..., keep].sum(-1)
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 SYSTEM_SLOTS = ("one", "pos", "pos2", "bos", "pad+", "pad-", "div+", "div-", "bal", "zero")
+PAD_SLOTS = ("pad+", "pad-", "div+", "div-")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ class Layout:
             raise KeyError(f"no slot named {name!r} in the layout (slots: {list(self.slots)})")
         start = self.offsets[name]
         return slice(start, start + self.slots[name].size)
+
+    def unpadded(self) -> np.ndarray:
+        """Mask of the units other than the pads. The pads are written in exactly cancelling
+        pairs (±P, ±M·c), so sums leave them out: adding P and -P among small numbers would
+        round away u·P."""
+        keep = np.ones(self.width, dtype=bool)
+        for name in PAD_SLOTS:
+            keep[self.rows(name)] = False
+        return keep
 
     def labels(self) -> list[str]:
         """One label per residual coordinate, e.g. ``A_inv[1,0]``."""

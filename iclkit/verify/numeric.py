@@ -128,9 +128,10 @@ def load_construction(path):
     from iclkit.transformer import Transformer
 
     model, meta = Transformer.load(path)
-    if "construction" not in meta or meta["construction"] not in REGISTRY:
-        raise ValueError(f"{path} holds no construction metadata")
-    c = rebuild(meta)
+    try:
+        c = rebuild(meta)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     problem = first_difference(model, c)
     if problem:
         raise ValueError(f"{path}: {problem} (edited or corrupted weights carry no certificate)")

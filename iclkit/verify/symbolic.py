@@ -212,6 +212,10 @@ def prove_ridge_loop(d: int) -> bool:
     return ok and _equal(end["yhat"][0, 3], sm(P, W, x, y)[1] @ xn)
 
 
+LOOP_PROOFS = {("sgd", "fused"): prove_sgd_loop, ("sgd", "faithful"): lambda d: prove_sgd_loop(d, "faithful"),
+               ("ridge", "fused"): prove_ridge_loop}  # (construction, mode) -> proof for every n, given d
+
+
 # ---- mechanisms ----------------------------------------------------------------------------
 a, b, z = sp.symbols("a b z", real=True)
 S, P, M, G = sp.symbols("S P M G", positive=True)
@@ -313,10 +317,9 @@ def claims(max_d: int = 3):
         out.append((f"two stacked sgd blocks d={d}", lambda d=d: (prove_sgd(d, 2, "fused"), "")))
         out.append((f"two stacked ridge blocks d={d}", lambda d=d: (prove_ridge(d, 2, "fused"), "")))
     for d in range(1, min(max_d, 2) + 1):
-        for mode in ("fused", "faithful"):
-            out.append((f"every n, by induction over the loop: sgd ({mode}) d={d}",
-                        lambda d=d, m=mode: (prove_sgd_loop(d, m), "")))
-        out.append((f"every n, by induction over the loop: ridge (fused) d={d}", lambda d=d: (prove_ridge_loop(d), "")))
+        for (name, mode), prove in LOOP_PROOFS.items():
+            out.append((f"every n, by induction over the loop: {name} ({mode}) d={d}",
+                        lambda d=d, prove=prove: (prove(d), "")))
     for name in ("sgd", "gd", "ridge"):
         out.append((f"{name} built for n=3 on a prompt of 1 example d=1 (fused)",
                     lambda name=name: (prove_shorter_prompt(name, 1, 3, 1, "fused"), "")))

@@ -12,7 +12,7 @@ rounding). A head whose logits are equal in every row is a causal mean."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -64,14 +64,15 @@ def selections(model: Transformer, layout: Layout) -> list[Selection]:
     rows = positional_rows(model, layout)
     P = model.pos.detach()[:, rows].double()
     T = P.shape[0]
-    out = []
-    for i, layer in enumerate(model.applied_layers):
+    stored = []  # a looped block's layer is recognised once
+    for layer in model.layers:
+        heads = []
         for h in range(layer.W_Q.shape[0]):
             q = P @ layer.W_Q[h, rows].detach().double()
             k = P @ layer.W_K[h, rows].detach().double()
-            logits = (model.cfg.attn_scale * q @ k.T).numpy()
-            out.append(_recognise(i, h, logits, T))
-    return out
+            heads.append(_recognise(0, h, (model.cfg.attn_scale * q @ k.T).numpy(), T))
+        stored.append(heads)
+    return [replace(s, layer=i) for i, j in enumerate(model.cfg.applied_index()) for s in stored[j]]
 
 
 def _recognise(layer: int, head: int, logits: np.ndarray, T: int) -> Selection:
@@ -130,7 +131,6 @@ def prove_attention(model: Transformer, layout: Layout, schedule: list) -> list[
     return found
 
 
-PADS = ("pad+", "pad-", "div+", "div-")
 UNWRITTEN = ("one", "pos", "pos2", "bos", "zero")
 
 
@@ -188,17 +188,18 @@ def prove_attention_maps(model: Transformer, compiled, found: list[Selection]) -
     for name in layout.slots:
         if name not in (*UNWRITTEN, "bal"):  # the program's slots and the pads
             program_cols[layout.rows(name)] = True
-    nonpad = np.ones(layout.width, dtype=bool)
-    for name in PADS:
-        nonpad[layout.rows(name)] = False
+    nonpad = layout.unpadded()
     bal = layout.rows("bal").start
     eps = torch.finfo(model.dtype).eps  # the weights are the program's coefficients rounded to the model's dtype
-    for i, layer in enumerate(model.applied_layers):
+    head_maps: dict = {}  # (stored layer, head) -> W_V W_O, once per stored layer
+    for i, (stored, layer) in enumerate(zip(model.cfg.applied_index(), model.applied_layers)):
         maps: dict = {}
         for s in found:
             if s.layer == i:
-                M = (layer.W_V[s.head].detach().double() @ layer.W_O[s.head].detach().double()).numpy()
-                maps[s.shift] = maps.get(s.shift, 0) + M
+                if (stored, s.head) not in head_maps:
+                    head_maps[(stored, s.head)] = (layer.W_V[s.head].detach().double()
+                                                   @ layer.W_O[s.head].detach().double()).numpy()
+                maps[s.shift] = maps.get(s.shift, 0) + head_maps[(stored, s.head)]
         want = expected_attention_maps(schedule[i], sizes, layout, compiled.ln_pad,
                                        lambda op: compiled.mechanisms[id(op)].scale)
         for shift in set(maps) | set(want):
@@ -335,9 +336,8 @@ def prove_embedding(model: Transformer, compiled) -> None:
     through the balance unit, and the readout reads y_hat alone."""
     layout, program = compiled.layout, compiled.program
     eps = torch.finfo(model.dtype).eps
-    keep = np.ones(layout.width, dtype=bool)
-    for name in (*PADS, "bal"):
-        keep[layout.rows(name)] = False
+    keep = layout.unpadded()
+    keep[layout.rows("bal")] = False
     W_E = model.W_E.detach().double().numpy()
     want = np.zeros_like(W_E)
     col = 0
