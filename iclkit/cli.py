@@ -196,11 +196,10 @@ def cmd_prove_file(path: str) -> int:
 
     loop = LOOP_PROOFS.get((c.name, c.mode))
     if loop and c.d <= 3:
-        held = loop(c.d)
-        console.print(f"{'[green]proved[/]' if held else '[red]FAILS[/]'}  the program, for every n, by induction over "
-                      f"its looped block (symbolic state, d={c.d}): each block maps the iterate after k examples to the "
-                      "one after k + 1, the prologue gives k = 1, the epilogue the prediction (a model for another n "
-                      "differs in its positional constants: build and prove that file)")
+        held = loop.prove(c.d)
+        console.print(f"{'[green]proved[/]' if held else '[red]FAILS[/]'}  the program, by induction over its looped "
+                      f"block (symbolic state, d={c.d}): {loop.claim}. A model built for another n differs in its "
+                      "positional constants: build and prove that file.")
         if not held:
             return 1
     problem = first_difference(model, c)

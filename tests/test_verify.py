@@ -145,3 +145,26 @@ def test_loop_induction_holds_and_fails_for_a_wrong_block(monkeypatch):
 
     monkeypatch.setattr(symbolic, "sgd_program", drifted)
     assert not symbolic.prove_sgd_loop(2)
+
+
+def test_faithful_ridge_loop_induction_holds_and_fails_for_a_wrong_block(monkeypatch):
+    """The faithful (b-form) all-n claim holds for an unsymmetric P and arbitrary stale values
+    in the new column; a looped block whose b update adds 1.001 x y must not prove, nor one
+    that reads a stale slot (the new column's b before the block writes it)."""
+    from iclkit.primitives import Aff, Program
+    from iclkit.verify import symbolic
+
+    assert symbolic.prove_ridge_loop(2, "faithful")
+    real = symbolic.ridge_program
+
+    def mutated(change):
+        def program(*args, **kw):
+            p = real(*args, **kw)
+            return Program(p.slots, p.inputs, p.steps[:19] + [change(op) for op in p.steps[19:28]] + p.steps[28:], name=p.name)
+        return program
+
+    for change in (lambda op: Aff("b", terms=(("b_prev", 1.0), ("xy", 1.001)), bound=op.bound) if getattr(op, "dst", None) == "b" else op,
+                   lambda op: Aff("b", terms=(("b_prev", 1.0), ("xy", 1.0), ("b", 1e-3)), bound=op.bound)
+                   if getattr(op, "dst", None) == "b" else op):
+        monkeypatch.setattr(symbolic, "ridge_program", mutated(change))
+        assert not symbolic.prove_ridge_loop(2, "faithful")

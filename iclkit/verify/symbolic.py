@@ -176,15 +176,26 @@ def prove_sgd_loop(d: int, mode: str = "fused") -> bool:
     return ok and _equal(end["yhat"][0, 3], step(W, x, y) @ xn)
 
 
-def prove_ridge_loop(d: int) -> bool:
-    """Fused stacked ridge (recursive least squares), for every n, by induction over the
-    looped block. Invariant at the column of y_k, with P = A_{k-1}^-1 (symmetric) and
-    w = w_{k-1}: ``A_inv = P``, ``w = w``, ``corr = g u^T`` and ``g = g (y_k - x_k.w)`` where
-    u = P x_k, g = u / (1 + x_k.u). Step: the block (Sherman–Morrison and RLS updates from
-    two columns back, then the new example's u, den, gain, correction) maps it to the
-    invariant for k + 1, for symbolic P, w, x_k, y_k, x_{k+1}, y_{k+1}. Base: the prologue and
-    the first block give it for k = 1 with P = I/lam, w = 0. Epilogue: the final RLS update read
-    from one column back and the dot give x_q . w_n."""
+def prove_ridge_loop(d: int, mode: str = "fused") -> bool:
+    """Stacked ridge, for every n, by induction over the looped block.
+
+    Fused (recursive least squares): invariant at the column of y_k, with P = A_{k-1}^-1
+    (symmetric) and w = w_{k-1}: ``A_inv = P``, ``w = w``, ``corr = g u^T`` and
+    ``g = g (y_k - x_k.w)`` where u = P x_k, g = u / (1 + x_k.u). Step: the block
+    (Sherman–Morrison and RLS updates from two columns back, then the new example's u, den,
+    gain, correction) maps it to the invariant for k + 1, for symbolic P, w, x_k, y_k, x_{k+1},
+    y_{k+1}. Base: the prologue and the first block give it for k = 1 with P = I/lam, w = 0.
+    Epilogue: the final RLS update read from one column back and the dot give x_q . w_n.
+
+    Faithful (the paper's b-form): invariant at the column of y_k, k >= 2: ``A_inv = P_k``,
+    ``b = b_k = sum_{i<=k} x_i y_i``. Step: the block (A^-1 and b from two columns back, b plus
+    the column's x y, Sherman–Morrison on the new x) maps it to k + 1 for a symbolic, not even
+    symmetric, P, symbolic b, x_{k+1}, y_{k+1}, every other slot of the new column holding
+    arbitrary symbols (stale values the block must overwrite, never read). Base: the first two
+    examples give k = 2. Epilogue: ``w = A_inv b`` moved to the query and the dot give
+    ``x_q . P b``. Hence the program built for any n >= 2 computes ridge's prediction."""
+    if mode == "faithful":
+        return _prove_ridge_loop_faithful(d)
     Pm = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"P{min(i, j) + 1}{max(i, j) + 1}", real=True))
     P = np.array(Pm.tolist(), dtype=object)
     W, x, y, xn, yn = _vector("W", d), _vector("p", d), sp.Symbol("yp", real=True), _vector("x", d), sp.Symbol("y", real=True)
@@ -212,8 +223,56 @@ def prove_ridge_loop(d: int) -> bool:
     return ok and _equal(end["yhat"][0, 3], sm(P, W, x, y)[1] @ xn)
 
 
-LOOP_PROOFS = {("sgd", "fused"): prove_sgd_loop, ("sgd", "faithful"): lambda d: prove_sgd_loop(d, "faithful"),
-               ("ridge", "fused"): prove_ridge_loop}  # (construction, mode) -> proof for every n, given d
+def _prove_ridge_loop_faithful(d: int) -> bool:
+    """The faithful half of :func:`prove_ridge_loop`."""
+    P = np.array(sp.Matrix(d, d, lambda i, j: sp.Symbol(f"P{i + 1}{j + 1}", real=True)).tolist(), dtype=object)
+    B, xn, yn = _vector("B", d), _vector("x", d), sp.Symbol("y", real=True)
+    program = ridge_program(d, 3, lam=LAM, x_norm=1.0, y_bound=1.0, mode="faithful")
+    steps = program.steps  # prologue 0-9 (mov x, xy, I/lam, block 1), k = 1: 10-18, k = 2 (the loop): 19-27
+
+    def sm(P, x):
+        u, v = P @ x, x @ P
+        return P - np.outer(u, v) / (1 + v @ x)
+
+    new = {"x": xn, "y": yn, "xy": xn * yn}
+    stale = {s: _vector(f"s_{s}_", int(np.prod(shape, dtype=int))).reshape(shape)
+             for s, shape in program.slots.items() if s not in new}
+    state = {s: {3: v} for s, v in stale.items()} | {s: {3: v} for s, v in new.items()}
+    state["A_inv"][1], state["b"][1] = P, B
+    out = _run_on_columns(program, steps[19:28], state)
+    ok = _equal(out["A_inv"][0, 3], sm(P, xn)) and _equal(out["b"][0, 3], B + xn * yn)
+    X2, y2, xq, _ = symbolic_prompt(d, 2)
+    first = Program(program.slots, program.inputs, steps[:19]).interpret(prompt_inputs(X2[None], y2[None], xq[None]), t_max=5)
+    P2 = sm(sm(np.eye(d, dtype=object) / LAM, X2[0]), X2[1])
+    ok &= _equal(first["A_inv"][0, 4], P2) and _equal(first["b"][0, 4], X2[0] * y2[0] + X2[1] * y2[1])
+    end = _run_on_columns(program, steps[-3:], {"A_inv": {2: P}, "b": {2: B}, "x": {3: xn}})
+    return ok and _equal(end["yhat"][0, 3], (P @ B) @ xn)
+
+
+@dataclass(frozen=True)
+class LoopProof:
+    """An induction over a looped block: ``prove(d)`` and the claim it establishes for every n."""
+
+    prove: object  # d -> bool
+    claim: str
+
+
+_SGD_STEP = "w_k = w_{k-1} - 2 lr ((w_{k-1}.x_k - y_k) x_k + lam w_{k-1})"
+LOOP_PROOFS = {  # (construction, mode) -> the induction and its all-n claim
+    ("sgd", "fused"): LoopProof(prove_sgd_loop, f"for every n >= 1, y_hat = x_q . w_n with {_SGD_STEP}, w_0 = w0 "
+                                "(invariant at y_k's column: w = w_{k-1}, xerr = x_k (w_{k-1}.x_k - y_k); base k = 1)"),
+    ("sgd", "faithful"): LoopProof(lambda d: prove_sgd_loop(d, "faithful"),
+                                   f"for every n >= 1, y_hat = x_q . w_n with {_SGD_STEP}, w_0 = w0 "
+                                   "(invariant at y_k's column: w = w_k; base k = 1)"),
+    ("ridge", "fused"): LoopProof(prove_ridge_loop, "for every n >= 1, y_hat = x_q . w_n with the recursive least-squares "
+                                  "w_k = w_{k-1} + A_k^-1 x_k (y_k - x_k.w_{k-1}), A_k^-1 by Sherman–Morrison from I/lam, "
+                                  "so w_n = (X^T X + lam I)^-1 X^T y (invariant at y_k's column: A_inv = A_{k-1}^-1, "
+                                  "w = w_{k-1}, corr, g; base k = 1)"),
+    ("ridge", "faithful"): LoopProof(lambda d: prove_ridge_loop(d, "faithful"),
+                                     "for every n >= 2, y_hat = x_q . A_n^-1 b_n with A_k^-1 by Sherman–Morrison from I/lam "
+                                     "(any P, symmetric or not) and b_k = sum_{i<=k} x_i y_i (invariant at y_k's column: "
+                                     "A_inv = A_k^-1, b = b_k, any stale values elsewhere; base k = 2)"),
+}
 
 
 # ---- mechanisms ----------------------------------------------------------------------------
@@ -317,9 +376,9 @@ def claims(max_d: int = 3):
         out.append((f"two stacked sgd blocks d={d}", lambda d=d: (prove_sgd(d, 2, "fused"), "")))
         out.append((f"two stacked ridge blocks d={d}", lambda d=d: (prove_ridge(d, 2, "fused"), "")))
     for d in range(1, min(max_d, 2) + 1):
-        for (name, mode), prove in LOOP_PROOFS.items():
+        for (name, mode), loop in LOOP_PROOFS.items():
             out.append((f"every n, by induction over the loop: {name} ({mode}) d={d}",
-                        lambda d=d, prove=prove: (prove(d), "")))
+                        lambda d=d, loop=loop: (loop.prove(d), loop.claim)))
     for name in ("sgd", "gd", "ridge"):
         out.append((f"{name} built for n=3 on a prompt of 1 example d=1 (fused)",
                     lambda name=name: (prove_shorter_prompt(name, 1, 3, 1, "fused"), "")))
