@@ -1,7 +1,7 @@
 """Exported constructions in stock Hugging Face GPT-2 and TransformerLens, float64, against
 iclkit.algorithms on x, w ~ N(0, I): the largest error relative to 1 + |y_hat| in iclkit's own
 module, in transformers (reloaded from the saved directory) and in the TransformerLens bridge,
-beside the construction's certified bound. Prints a markdown table; ``--out FILE`` also
+beside the construction's a-priori bound (the exported model has no run-time guard). Prints a markdown table; ``--out FILE`` also
 writes it (the README includes docs/tables/). Needs the [export] extra."""
 
 import argparse
@@ -27,7 +27,7 @@ lines = [f"Made by `python benchmarks/export.py` (float64, fused and faithful, {
          "x, w ~ N(0, I), seed 0). Errors: max |y_hat - y_hat*| / (1 + |y_hat*|) against iclkit.algorithms; "
          "transformers: GPT2LMHeadModel.from_pretrained on the saved directory; TransformerLens: "
          "TransformerBridge.boot_transformers on it.", "",
-         "| construction | d | n | mode | layers | n_embd | iclkit | transformers | TransformerLens | certified bound (iclkit model) |",
+         "| construction | d | n | mode | layers | n_embd | iclkit | transformers | TransformerLens | a-priori bound (iclkit model) |",
          "|---|---|---|---|---|---|---|---|---|---|"]
 print("\n".join(lines), flush=True)
 for name, d, n, kw in CASES:
@@ -51,7 +51,7 @@ for name, d, n, kw in CASES:
                    "lens": bridge(embeds)[:, -1, 0].numpy()}
         rel = {k: float(np.max(np.abs(v - exact) / (1 + np.abs(exact)))) for k, v in got.items()}
         line = (f"| {label} | {d} | {n} | {mode} | {hf.config.n_layer} | {hf.config.n_embd} | {rel['iclkit']:.1e} | "
-                f"{rel['transformers']:.1e} | {rel['lens']:.1e} | {c.error_bound:.1e} |")
+                f"{rel['transformers']:.1e} | {rel['lens']:.1e} | {c.a_priori_bound:.1e} |")
         print(line, flush=True)
         lines.append(line)
 emit(lines, args.out)

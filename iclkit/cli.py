@@ -39,7 +39,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for col in ("construction", "mode", "d", "n", "layers (applied)", "width", "parameters (stored)", "max error", "per-prompt cert.",
                 "domain-wide bound", "rel. error", "target", "pass"):
         table.add_column(col, justify="right")
-    failed = 0
+    failed, refusals = 0, []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("verifying", total=len(jobs))
         for name, mode, d, n in jobs:
@@ -51,15 +51,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 progress.advance(task)
                 continue
             failed += row.status == "FAIL"
+            if row.refused:
+                refusals.append(f"{name} {mode} d={d} n={n}: {row.refused}")
             table.add_row(name, mode, str(d), str(n), str(row.layers), str(row.width), f"{row.parameters:,}",
-                          _fmt(row.max_error), _fmt(row.certificate), _fmt(row.bound), _fmt(row.max_relative), _fmt(row.target),
+                          _fmt(row.max_error), _fmt(row.certificate), _fmt(row.bound) + (" (run-time)" if row.runtime_guard else ""),
+                          _fmt(row.max_relative), _fmt(row.target),
                           {"pass": "[green]pass[/]", "no bound": "[yellow]no bound[/]", "FAIL": "[red]FAIL[/]"}[row.status])
             progress.advance(task)
     console.print(table)
+    for refusal in refusals:
+        console.print(f"[red]refused in-domain prompts[/] {refusal}")
     console.print("pass = every prompt's error <= its own finite per-prompt certificate and <= the finite "
                   "domain-wide bound, and relative error <= the accuracy target; no bound = the same, but the domain-wide "
                   "bound derived for this construction and size is infinite or vacuous (at least the domain's bound on "
-                  "|y_hat|): not a pass, not a failure")
+                  "|y_hat|): not a pass, not a failure; (run-time) = the a-priori bound cannot promise the accuracy "
+                  "target, so predict certifies each prediction as it runs and refuses one whose certificate exceeds "
+                  "the target (1e-8 (1 + |y_hat|) in float64, 1e-3 in float32); the bound shown is that target at the "
+                  "domain's largest |y_hat|")
     return 1 if failed else 0
 
 
@@ -118,8 +126,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     err = float(np.max(np.abs(yhat - exact)))
     console.print(f"wrote {args.out}: GPT-2, {model.config.n_layer} layers, n_embd {model.config.n_embd}, "
                   f"{model.config.n_head} heads; reloaded from disk, 8 seeded prompts: max error {err:.2e} against "
-                  f"iclkit.algorithms.{c.name} (certified bound for the construction {_fmt(c.error_bound)})")
+                  f"iclkit.algorithms.{c.name} (certified bound for the construction {_bound(c)})")
     return 0 if err <= 1e-8 * (1 + float(np.max(np.abs(exact)))) else 1
+
+
+def _bound(c) -> str:
+    """The certified bound, saying when the run-time guard enforces it."""
+    if not c.guarded:
+        return _fmt(c.error_bound)
+    return f"{_fmt(c.error_bound)} (run-time guard; a priori {_fmt(c.a_priori_bound)})"
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -127,7 +142,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     c.save(args.out)
     console.print(f"wrote {args.out}: {args.construction} d={args.d} n={args.n}, {c.num_layers} layers applied "
                   f"({c.model.cfg.stored_layers} stored), {c.model.num_parameters():,} parameters stored, width {c.width}, "
-                  f"certified bound {_fmt(c.error_bound)}")
+                  f"certified bound {_bound(c)}")
     return 0
 
 
@@ -152,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for b in range(len(pred)):
         table.add_row(str(b), f"{pred[b]:.12g}", f"{exact[b]:.12g}", _fmt(abs(pred[b] - exact[b])), _fmt(cert[b]))
     console.print(table)
-    console.print(f"domain-wide bound: {_fmt(c.error_bound)}; residual slots: {', '.join(c.layout.slots)}")
+    console.print(f"domain-wide bound: {_bound(c)}; residual slots: {', '.join(c.layout.slots)}")
     return 0
 
 

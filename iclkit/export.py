@@ -134,7 +134,7 @@ def labels(c: Construction) -> dict:
     mul_scales = {op.describe(): comp.mechanisms[id(op)].scale for op in comp.program.ops if isinstance(op, Mul)}
     return {"format": "iclkit-labels/1", "construction": c.name, "d": c.d, "n": c.n, "mode": c.mode,
             "params": {k: np.asarray(v).tolist() for k, v in c.params.items()},
-            "domain": {"x_norm": c.x_norm, "y_bound": c.y_bound, **c.domain}, "certified_bound": c.error_bound,
+            "domain": {"x_norm": c.x_norm, "y_bound": c.y_bound, **c.domain}, "certified_bound": c.a_priori_bound,
             "n_embd": E, "n_head": H, "head_dim": D, "residual": slots,
             "padding": {"start": c.layout.width, "stop": E, "note": "never written"},
             "system_units": {"one": 1.0, "pos": "t / T_max", "pos2": "(t / T_max)^2", "bos": "1 at column 0",

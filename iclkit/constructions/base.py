@@ -17,6 +17,9 @@ from iclkit.primitives import BoundError, Compiled, compile_program
 from iclkit.primitives.program import Program
 
 
+ACCURACY = {"float64": 1e-8, "float32": 1e-3}  # the accuracy target t: |error| <= t (1 + |y_hat|), or refused
+
+
 def default_x_norm(d: int) -> float:
     """A norm bound that x ~ N(0, I_d) exceeds with probability below e^{-18} (Gaussian concentration)."""
     return float(np.sqrt(d) + 6.0)
@@ -86,11 +89,29 @@ class Construction:
         return sum(sizes[s] for s in self.compiled.program.slots)
 
     @property
-    def error_bound(self) -> float:
-        """Certified bound on |transformer y_hat - exact y_hat| over the whole input domain:
-        the smaller of the generic forward analysis and the construction's own certificate."""
+    def a_priori_bound(self) -> float:
+        """Bound on |transformer y_hat - exact y_hat| over the whole input domain, from the
+        compiled constants alone: the smaller of the generic forward analysis and the
+        construction's own certificate (possibly infinite, or no smaller than |y_hat| itself)."""
         generic = self.compiled.error_bounds["yhat"]
         return generic if self.contraction_bound is None else min(generic, self.contraction_bound)
+
+    @property
+    def guarded(self) -> bool:
+        """True where the a-priori bound cannot promise the accuracy target ``ACCURACY[dtype]
+        (1 + |y_hat|)`` for every prompt: :meth:`predict` then certifies each prompt the
+        a-priori bound does not cover, as it runs, and refuses one whose certificate exceeds
+        its target."""
+        return not self.a_priori_bound <= ACCURACY[self.model.cfg.dtype]
+
+    @property
+    def error_bound(self) -> float:
+        """Certified bound on |transformer y_hat - exact y_hat| for every prediction
+        :meth:`predict` returns: the smaller of :attr:`a_priori_bound` and the accuracy target
+        at the domain's largest |y_hat|, ``ACCURACY[dtype] (1 + |y_hat| bound)``, which the
+        run-time guard enforces. Always finite."""
+        target = ACCURACY[self.model.cfg.dtype] * (1 + float(self.compiled.slot_bounds["yhat"]))
+        return min(self.a_priori_bound, target)
 
     def certify(self, X, y, xq):
         """A rigorous bound on |transformer y_hat - exact y_hat| for these prompts (a float, or
@@ -192,7 +213,29 @@ class Construction:
         self.compiled.check_intermediates(inputs, strict)
         with torch.no_grad():
             out = self.model(self.compiled.tokens(inputs))[:, -1].cpu().numpy()
+        if strict and self.guarded:
+            self._check_accuracy(X, y, xq, out)
         return float(out[0]) if single else out
+
+    def _check_accuracy(self, X, y, xq, out: np.ndarray) -> None:
+        """The run-time guard (:attr:`guarded`): each prediction must be certified within
+        ``t' (1 + |y_hat computed|)``, t' = t / (1 + t), which gives |error| <= t (1 + |y_hat|)
+        for the exact y_hat; the a-priori bound covers some prompts, ``certify`` the rest."""
+        from iclkit.primitives.certify import certify
+
+        t = ACCURACY[self.model.cfg.dtype]
+        allowed = t / (1 + t) * (1 + np.abs(out))
+        need = np.flatnonzero(~(self.a_priori_bound <= allowed))
+        if need.size == 0:
+            return
+        cert = certify(self.compiled, self.inputs(X[need], y[need], xq[need]), "yhat")
+        bad = np.flatnonzero(~(cert <= allowed[need]))
+        if bad.size:
+            i = need[bad[0]]
+            raise BoundError(f"prompt {i}: its certificate {cert[bad[0]]:.4g} exceeds the accuracy target {allowed[i]:.4g} "
+                             f"= {t:g} (1 + |y_hat|) (this {self.name} construction's a-priori bound, "
+                             f"{self.a_priori_bound:.4g}, cannot promise the target, so predictions are certified as "
+                             "they run)")
 
     def save(self, path) -> None:
         """Write the model and what it is (construction, sizes, parameters, layout, domain)."""

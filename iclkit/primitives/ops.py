@@ -162,8 +162,10 @@ class Aff(Op):
         )
 
     def input_mass(self, bounds, sizes) -> float:
-        """Bound on |entry| of the result from the terms' bounds alone (no assertion)."""
-        total = sum(float(np.abs(W).sum(axis=1).max()) * bounds[src] for src, W in self.matrices(sizes))
+        """Bound on |entry| of the result from the terms' bounds alone (no assertion); a zero
+        term adds nothing, even from an unbounded slot."""
+        masses = ((float(np.abs(W).sum(axis=1).max()), bounds[src]) for src, W in self.matrices(sizes))
+        total = sum(mass * bound for mass, bound in masses if mass)
         b = self.bias_vector(sizes[self.dst])
         total += 0.0 if b is None else float(np.abs(b).max())
         return total + bounds[self.dst] if self.accumulate else total

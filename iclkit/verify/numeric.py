@@ -9,6 +9,7 @@ import numpy as np
 
 from iclkit import algorithms
 from iclkit.constructions import REGISTRY, Construction
+from iclkit.primitives import BoundError
 
 # The paper's step sizes and regulariser (Sec. 4.3): SGD(0.01), GD(0.01), Ridge(0.1).
 DEFAULT_PARAMS = {"sgd": {"lr": 0.01, "lam": 0.1}, "gd": {"lr": 0.01, "lam": 0.1}, "ridge": {"lam": 0.1}}
@@ -60,6 +61,8 @@ class Row:
     build_s: float
     run_s: float
     output_bound: float = float("inf")  # the domain's bound on |y_hat|: a domain-wide bound this large says nothing
+    runtime_guard: bool = False  # predict certifies each prediction to the target as it runs (see Construction.guarded)
+    refused: str = ""  # why predict refused these in-domain prompts, if it did (then the row fails)
 
     @property
     def within_bound(self) -> bool:
@@ -70,7 +73,7 @@ class Row:
     def status(self) -> str:
         """``pass``; ``no bound`` (every prompt certified, but the domain-wide bound is infinite,
         or vacuous: at least the domain's bound on |y_hat|; not a pass); or ``FAIL``."""
-        if not (self.within_bound and self.meets_target):
+        if self.refused or not (self.within_bound and self.meets_target):
             return "FAIL"
         return "pass" if self.bound < self.output_bound else "no bound"
 
@@ -87,7 +90,10 @@ def check(name: str, d: int, n: int, *, dtype: str = "float64", mode: str = "fus
     c = REGISTRY[name](d, n, dtype=dtype, mode=mode, **params)
     t1 = time.perf_counter()
     X, y, xq = sample_problems(d, n, trials, seed)
-    yhat = c.predict(X, y, xq)
+    try:
+        yhat, refused = c.predict(X, y, xq), ""
+    except BoundError as e:  # in-domain prompts refused: measured unguarded, and the row fails
+        yhat, refused = c.predict(X, y, xq, strict=False), str(e)
     t2 = time.perf_counter()
     exact = closed_form(c, X, y, xq)
     err = np.abs(yhat - exact)
@@ -95,7 +101,7 @@ def check(name: str, d: int, n: int, *, dtype: str = "float64", mode: str = "fus
     within = bool(np.all(np.abs(yhat - c.reference(X, y, xq)) <= cert))
     return Row(name, mode, dtype, d, n, c.num_layers, c.width, c.model.num_parameters(), float(err.max()),
                float((err / (1 + np.abs(exact))).max()), c.error_bound, float(cert.max()), within,
-               targets(n, dtype), t1 - t0, t2 - t1, float(c.compiled.slot_bounds["yhat"]))
+               targets(n, dtype), t1 - t0, t2 - t1, float(c.compiled.slot_bounds["yhat"]), c.guarded, refused)
 
 
 def rebuild(meta: dict):
