@@ -411,3 +411,18 @@ def test_where_the_a_priori_bound_misses_the_target_every_prediction_is_certifie
         c.predict(*sample_problems(8, 40, 8, seed=0))
     c = C.sgd(2, 1, lr=0.01)
     assert not c.guarded and c.error_bound == c.a_priori_bound <= 1e-8
+
+
+def test_the_guard_certifies_the_values_predict_returns():
+    """The run-time guard's certificate is on predict's own values: certify(values=...) adds
+    their distance from the certifying run's results (a batch of another size may round
+    differently), so a value off by 1e-9 gets a bound 1e-9 larger."""
+    from iclkit.primitives.certify import certify
+
+    c = C.ridge(2, 2, lam=0.1)
+    X, y, xq = sample_problems(2, 2, 3, seed=5)
+    out = c.predict(X, y, xq)
+    plain = certify(c.compiled, c.inputs(X, y, xq), "yhat")
+    assert np.array_equal(certify(c.compiled, c.inputs(X, y, xq), "yhat", values=out), plain)
+    shifted = certify(c.compiled, c.inputs(X, y, xq), "yhat", values=out + 1e-9)
+    assert np.allclose(shifted - plain, 1e-9, rtol=1e-6, atol=0)

@@ -228,7 +228,7 @@ class Construction:
         need = np.flatnonzero(~(self.a_priori_bound <= allowed))
         if need.size == 0:
             return
-        cert = certify(self.compiled, self.inputs(X[need], y[need], xq[need]), "yhat")
+        cert = certify(self.compiled, self.inputs(X[need], y[need], xq[need]), "yhat", values=out[need])
         bad = np.flatnonzero(~(cert <= allowed[need]))
         if bad.size:
             i = need[bad[0]]

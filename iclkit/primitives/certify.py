@@ -47,10 +47,19 @@ EXTENDED_U = float(np.finfo(np.longdouble).eps) / 2  # unit roundoff of the re-e
 CHUNK = 8  # prompts per pass (bounds memory: every op's residuals are kept for the reverse pass)
 
 
-def certify(compiled, inputs: dict[str, np.ndarray], output: str, column: int = -1) -> np.ndarray:
+def certify(compiled, inputs: dict[str, np.ndarray], output: str, column: int = -1, values=None) -> np.ndarray:
     """Rigorous bound, one per prompt, on |transformer - exact| of slot ``output`` (a scalar
-    slot) at ``column``. ``inputs`` are per-column slots (batch, T, *shape)."""
-    return np.concatenate([_certify_run(_Run(compiled, chunk), output, column) for chunk in _chunks(compiled, inputs)])
+    slot) at ``column``. ``inputs`` are per-column slots (batch, T, *shape). With ``values``
+    (what another run of the same weights returned for these prompts), the bound is on
+    |values - exact|: this run's bound plus the distance between the two runs' results (a
+    batch of another size may round differently)."""
+    bounds, got = [], []
+    for chunk in _chunks(compiled, inputs):
+        run = _Run(compiled, chunk)
+        bounds.append(_certify_run(run, output, column))
+        got.append(run.result(output, column))
+    bound = np.concatenate(bounds)
+    return bound if values is None else bound + np.abs(np.asarray(values, dtype=float) - np.concatenate(got))
 
 
 def own_error_ratios(compiled, inputs: dict[str, np.ndarray]) -> dict[str, float]:
@@ -123,6 +132,10 @@ class _Run:
                 h = m
         self._check_untouched()
         self.measured = {id(op): self._measure(op) for op in program.ops}
+
+    def result(self, output: str, column: int) -> np.ndarray:
+        """The scalar slot ``output`` at ``column`` after the last layer, one per prompt."""
+        return self.sublayers[(len(self.compiled.schedule) - 1, "mlp")].after[output][:, column, 0]
 
     def _check_untouched(self) -> None:
         """Slots that no op of a sublayer writes must come out of it bit for bit unchanged
