@@ -83,3 +83,31 @@ def test_gpt_options_normalise_the_attention_input_and_the_readout():
     plain = Transformer(TransformerConfig(**{**cfg.__dict__, "attn_ln": False}))
     plain.load_state_dict(model.state_dict(), strict=False)
     assert not torch.allclose(plain.layers[0].attention(3 * h + 5), plain.layers[0].attention(h))
+
+
+def test_config_counts_the_parameters_a_model_holds():
+    """TransformerConfig.num_parameters (used to refuse models that would not fit in memory
+    before allocating them) equals the allocated model's count, looped, pre-LN and affine."""
+    from dataclasses import replace
+
+    from iclkit.transformer import Transformer, TransformerConfig
+
+    base = TransformerConfig(token_dim=3, width=7, num_layers=5, num_heads=2, head_dim=3, value_dim=4, mlp_width=11,
+                             max_len=6)
+    for cfg in (base, replace(base, loop=(1, 2, 2)), replace(base, ln_affine=True, attn_ln=True, final_ln=True)):
+        assert cfg.num_parameters() == Transformer(cfg).num_parameters()
+
+
+def test_a_construction_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    """With 0.1 GB available, ridge d = 12 (21.7 million parameters, about 0.24 GB to build) is
+    refused by name before its tensors are allocated."""
+    import time
+
+    from iclkit import constructions as C
+    from iclkit.primitives import compile as compile_module
+
+    monkeypatch.setattr(compile_module, "available_memory", lambda: 0.1 * 2**30)
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=r"21,749,701 parameters in float64: building it takes about 0.2 GB and 0.1 GB is available"):
+        C.ridge(12, 2, lam=0.1)
+    assert time.perf_counter() - t < 60

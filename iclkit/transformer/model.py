@@ -56,6 +56,14 @@ class TransformerConfig:
         """Distinct layers held: the applied ones less the repeats of the looped block."""
         return self.num_layers if self.loop is None else self.num_layers - self.loop[1] * (self.loop[2] - 1)
 
+    def num_parameters(self) -> int:
+        """Entries of the stored tensors, from the sizes alone (what a :class:`Transformer`
+        with this config holds; a looped block counts once)."""
+        H, D, F = self.num_heads, self.width, self.mlp_width
+        ln = 2 * D if self.ln_affine else 0
+        layer = H * D * (2 * self.head_dim + 2 * self.value_dim) + 2 * D * F + F + D + ln * (2 if self.attn_ln else 1)
+        return self.stored_layers * layer + (self.token_dim + self.max_len + 1) * D + 1 + (ln if self.final_ln else 0)
+
     def applied_index(self) -> list[int]:
         """For each applied layer, the index of the stored layer it runs."""
         if self.loop is None:
