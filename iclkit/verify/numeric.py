@@ -72,7 +72,8 @@ class Row:
     @property
     def status(self) -> str:
         """``pass``; ``no bound`` (every prompt certified, but the domain-wide bound is infinite,
-        or vacuous: at least the domain's bound on |y_hat|; not a pass); or ``FAIL``."""
+        or vacuous: at least the domain's bound on |y_hat|; not a pass); or ``FAIL`` (also when
+        predict refused some of these in-domain prompts)."""
         if self.refused or not (self.within_bound and self.meets_target):
             return "FAIL"
         return "pass" if self.bound < self.output_bound else "no bound"
