@@ -138,6 +138,14 @@ def _run_on_columns(program: Program, steps: list, state: dict, T: int = 4) -> d
     return toy.interpret(inputs, t_max=T - 1)
 
 
+def _prologue(program: Program, count: int, n: int):
+    """The base case's run: the program's first ``count`` steps on a symbolic prompt of n
+    examples. Returns (slots after them, X, y)."""
+    X, y, xq, _ = symbolic_prompt(program.slots["x"][0], n)
+    head = Program(program.slots, program.inputs, program.steps[:count])
+    return head.interpret(prompt_inputs(X[None], y[None], xq[None]), t_max=2 * n + 1), X, y
+
+
 def _equal(got, want) -> bool:
     """Entrywise equal as rational functions (the program's float constants 1.0, 0.0 made exact)."""
     return all(sp.cancel(sp.together(sp.nsimplify(sp.sympify(g) - w, rational=True))) == 0
@@ -160,17 +168,16 @@ def prove_sgd_loop(d: int, mode: str = "fused") -> bool:
     program = sgd_program(d, 3, lr=LR, lam=LAM, w0=w0, x_norm=1.0, y_bound=1.0, mode=mode)
     steps = program.steps
     step = lambda v, a, b: v - 2 * LR * ((v @ a - b) * a + LAM * v)  # noqa: E731
-    X1, y1, xq, _ = symbolic_prompt(d, 1)
     if mode == "faithful":
         out = _run_on_columns(program, steps[7:13], {"w": {1: W}, "x": {3: xn}, "y": {3: yn}})
-        first = Program(program.slots, program.inputs, steps[:7]).interpret(prompt_inputs(X1[None], y1[None], xq[None]), t_max=3)
+        first, X1, y1 = _prologue(program, 7, 1)
         end = _run_on_columns(program, steps[-2:], {"w": {2: W}, "x": {3: xn}})
         return (_equal(out["w"][0, 3], step(W, xn, yn)) and _equal(first["w"][0, 2], step(w0, X1[0], y1[0]))
                 and _equal(end["yhat"][0, 3], W @ xn))
     out = _run_on_columns(program, steps[5:9], {"w": {1: W}, "xerr": {1: x * (W @ x - y)}, "x": {3: xn}, "y": {3: yn}})
     w_next = step(W, x, y)
     ok = _equal(out["w"][0, 3], w_next) and _equal(out["xerr"][0, 3], xn * (w_next @ xn - yn))
-    first = Program(program.slots, program.inputs, steps[:5]).interpret(prompt_inputs(X1[None], y1[None], xq[None]), t_max=3)
+    first, X1, y1 = _prologue(program, 5, 1)
     ok &= _equal(first["w"][0, 2], w0) and _equal(first["xerr"][0, 2], X1[0] * (w0 @ X1[0] - y1[0]))
     end = _run_on_columns(program, steps[-2:], {"w": {2: W}, "xerr": {2: x * (W @ x - y)}, "x": {3: xn}})
     return ok and _equal(end["yhat"][0, 3], step(W, x, y) @ xn)
@@ -215,8 +222,7 @@ def prove_ridge_loop(d: int, mode: str = "fused") -> bool:
     out = _run_on_columns(program, steps[10:19], state)
     want = invariant(*sm(P, W, x, y), xn, yn)
     ok = all(_equal(out[k][0, 3], want[k]) for k in want)
-    X1, y1, xq, _ = symbolic_prompt(d, 1)
-    first = Program(program.slots, program.inputs, steps[:10]).interpret(prompt_inputs(X1[None], y1[None], xq[None]), t_max=3)
+    first, X1, y1 = _prologue(program, 10, 1)
     base = invariant(np.eye(d, dtype=object) / LAM, np.zeros(d, dtype=object), X1[0], y1[0])
     ok &= all(_equal(first[k][0, 2], base[k]) for k in base)
     end = _run_on_columns(program, steps[-2:], {k: {2: v} for k, v in invariant(P, W, x, y).items()} | {"x": {3: xn}})
@@ -241,8 +247,7 @@ def _prove_ridge_loop_faithful(d: int) -> bool:
     state["A_inv"][1], state["b"][1] = P, B
     out = _run_on_columns(program, steps[19:28], state)
     ok = _equal(out["A_inv"][0, 3], sm(P, xn)) and _equal(out["b"][0, 3], B + xn * yn)
-    X2, y2, xq, _ = symbolic_prompt(d, 2)
-    first = Program(program.slots, program.inputs, steps[:19]).interpret(prompt_inputs(X2[None], y2[None], xq[None]), t_max=5)
+    first, X2, y2 = _prologue(program, 19, 2)
     P2 = sm(sm(np.eye(d, dtype=object) / LAM, X2[0]), X2[1])
     ok &= _equal(first["A_inv"][0, 4], P2) and _equal(first["b"][0, 4], X2[0] * y2[0] + X2[1] * y2[1])
     end = _run_on_columns(program, steps[-3:], {"A_inv": {2: P}, "b": {2: B}, "x": {3: xn}})
