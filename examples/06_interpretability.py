@@ -4,8 +4,8 @@ Exports stacked SGD (Theorem 1 over 6 examples) as a stock GPT-2, boots it as a
 TransformerLens bridge, reads the iterate w from the cached residual stream through
 labels.json at every layer and compares it with iclkit's own trace, then zero-ablates the
 head that carries w forward from two columns back and shows the prediction break. (Ridge
-cannot be exported: its division needs pads that GPT-2's pre-attention LayerNorm would
-see; see iclkit/export.py.) Needs the [export] extra."""
+cannot be exported: its division pads, hundreds of times GPT-2's LayerNorm pad, would set
+the pre-attention LayerNorm's scale; see iclkit/export.py.) Needs the [export] extra."""
 
 import json
 import tempfile

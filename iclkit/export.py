@@ -11,9 +11,10 @@ before the head, each with a plain mean. They are absorbed in the weights, never
 - attention scores are divided by sqrt(head_dim) (GPT-2's default), folded into W_Q;
 - the residual is padded with never-written units so that E = n_head * head_dim.
 
-Division layers cannot be exported: their LayerNorm divides by |den| through pads ±M·den
-that the *next* attention removes, and under GPT-2's ``ln_1`` that attention sees a standard
-deviation set by den itself, from which no linear read recovers M·den. Ridge is refused.
+Division layers cannot be exported: their LayerNorm divides by |den| through the units
+``div±`` = ±M·den, which the *next* attention removes. At the compiled LayerNorm pad P,
+M·den reaches 700 to 2300 P (ridge, d = 3 to 8), so GPT-2's ``ln_1`` before that attention
+normalises by a standard deviation set by den, which no fixed weight undoes. Ridge is refused.
 
 ``to_hf_gpt2`` needs the ``[export]`` extra (transformers); ``to_transformer_lens`` also
 transformer-lens. Contract for the saved directory: ``tokens`` in iclkit's prompt format
@@ -38,10 +39,12 @@ def _refuse_unexportable(c: Construction) -> None:
         raise ValueError("export needs a float64 construction (the absorbed LayerNorm scales are sized for it)")
     divs = [op for op in c.compiled.program.ops if isinstance(op, Div)]
     if divs:
+        comp = c.compiled
+        ratio = max(comp.mechanisms[id(op)].scale * comp.read_bounds[id(op)][op.den] for op in divs) / comp.ln_pad
         raise ValueError(f"{c.name} cannot be exported to GPT-2: {divs[0].describe()} divides through LayerNorm pads "
-                         "±M·den that the next attention removes, and GPT-2's ln_1 before that attention normalises "
-                         "by a standard deviation set by den, so no weight recovers M·den; only constructions without "
-                         "div (sgd, gd) export")
+                         f"±M·den that the next attention removes; M·den reaches {ratio:.0f} times the LayerNorm pad "
+                         "P, so GPT-2's ln_1 before that attention normalises by a standard deviation set by den, "
+                         "which no fixed weight undoes; only constructions without div (sgd, gd) export")
 
 
 def gpt2_shape(c: Construction) -> tuple[int, int, int]:
