@@ -11,10 +11,11 @@ before the head, each with a plain mean. They are absorbed in the weights, never
 - attention scores are divided by sqrt(head_dim) (GPT-2's default), folded into W_Q;
 - the residual is padded with never-written units so that E = n_head * head_dim.
 
-Division layers cannot be exported: their LayerNorm divides by |den| through the units
-``div±`` = ±M·den, which the *next* attention removes. At the compiled LayerNorm pad P,
-M·den reaches 700 to 2300 P (ridge, d = 3 to 8), so GPT-2's ``ln_1`` before that attention
-normalises by a standard deviation set by den, which no fixed weight undoes. Ridge is refused.
+A division sets LayerNorm's scale with pads ±M·den (``div±``), hundreds of times P, which
+iclkit's next attention removes unnormalised; in GPT-2 that attention's ``ln_1`` would see
+them. The export drops that removal and follows each division's block with two sweeps of its
+own (:func:`blocks`): the first under hold pads ±Q >> M·den (so ln_1's scale is known),
+the second under the ordinary pads, which also re-centres them.
 
 ``to_hf_gpt2`` needs the ``[export]`` extra (transformers); ``to_transformer_lens`` also
 transformer-lens. Contract for the saved directory: ``tokens`` in iclkit's prompt format
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,22 +39,98 @@ from iclkit.primitives.ops import Div, Mul
 def _refuse_unexportable(c: Construction) -> None:
     if c.model.cfg.dtype != "float64":
         raise ValueError("export needs a float64 construction (the absorbed LayerNorm scales are sized for it)")
-    divs = [op for op in c.compiled.program.ops if isinstance(op, Div)]
-    if divs:
-        comp = c.compiled
-        ratio = max(comp.mechanisms[id(op)].scale * comp.read_bounds[id(op)][op.den] for op in divs) / comp.ln_pad
-        raise ValueError(f"{c.name} cannot be exported to GPT-2: {divs[0].describe()} divides through LayerNorm pads "
-                         f"±M·den that the next attention removes; M·den reaches {ratio:.0f} times the LayerNorm pad "
-                         "P, so GPT-2's ln_1 before that attention normalises by a standard deviation set by den, "
-                         "which no fixed weight undoes; only constructions without div (sgd, gd) export")
+
+
+# Q / (M den_max): ln_1 of the held block sees its known scale up to a relative
+# (M den / Q)^2 / 2 <= 5e-9, so the first sweep leaves at most 5e-9 M den_max in div±; its
+# plain mean's rounding (about u Q / n_embd, cancelled by the zero unit to u^2 Q) stays far
+# below that. The second sweep, under the ordinary pads, reads that remainder to u.
+HOLD_RATIO = 1e4
+
+
+@dataclass
+class Block:
+    """One exported GPT-2 block: an iclkit layer's weights, the LayerNorm scale its attention
+    reads through, and the hold pads its attention (``attn_hold``) and MLP (``mlp_hold``)
+    biases add. ``role`` is ``("layer", i)`` for applied layer i of the construction, or
+    ``("sweep", i, stage)`` for the export's own removal of layer i's division pads."""
+
+    layer: torch.nn.Module
+    sigma: float
+    role: tuple
+    attn_hold: float = 0.0
+    mlp_hold: float = 0.0
+    drop: tuple[str, ...] = ()  # residual slots this block's attention must not write (its own pads' removal)
+
+
+def _division(c: Construction, i: int) -> Div | None:
+    divs = [op for op in c.compiled.schedule[i].mlp if isinstance(op, Div)]
+    return divs[0] if divs else None  # divisions in one layer share their divisor
+
+
+def blocks(c: Construction) -> list[Block]:
+    """The exported stack. GPT-2's ln_1 sees a division's pads ±M·den in the layer after it,
+    where they would set its scale. So the division's own block is followed by two sweeps
+    that remove them, and the construction's removal in the next layer is dropped:
+
+    1. the division's MLP bias also writes the hold pads ±Q (Q = HOLD_RATIO · M den_max), so
+       the first sweep's ln_1 has a known scale; its attention subtracts M·den from div± (its
+       own column) and its bias takes the hold pads out again;
+    2. the second sweep, under the ordinary pads ±P, subtracts what is left of div±, and
+       puts the pads back at ±P: the division's attention swaps them out by ``P · one`` read
+       through ln_1, which reads ``one`` low by the pads' own excess e/P, so unswept the excess
+       would double at every division (to 4e-4 P over ridge's 40 blocks at d = 2).
+
+    Both read their own column with the positional scores of the division layer's own head."""
+    comp, model = c.compiled, c.model.unroll()
+    E = gpt2_shape(c)[0]
+    P = comp.ln_pad
+    scale = lambda Q: math.sqrt(2 * (P**2 + Q**2) / E)  # noqa: E731 (the pads dominate every ln_1 and ln_f)
+    r = c.layout.rows
+    out = []
+    for i, layer in enumerate(model.layers):
+        div = _division(c, i)
+        cleans = bool(comp.schedule[i].cleanups)
+        if cleans and div is not None:
+            raise ValueError(f"{c.name}: layer {i} both removes and sets division pads; the export cannot sweep them")
+        M = comp.mechanisms[id(div)].scale if div is not None else 0.0
+        Q = HOLD_RATIO * M * comp.read_bounds[id(div)][div.den] if div is not None else 0.0
+        out.append(Block(layer, scale(0.0), ("layer", i), mlp_hold=Q, drop=("div+", "div-") if cleans else ()))
+        if div is None:
+            continue
+        own = list(comp.layer_spec(i).heads).index(0)  # the head that reads the column itself
+        for stage, (src, weight, hold) in enumerate(((div.den, M, Q), ("div+", 1.0, 0.0)), start=1):
+            sweep = type(layer)(c.model.cfg).to(torch.float64)
+            with torch.no_grad():
+                sweep.W_Q[0], sweep.W_K[0] = layer.W_Q[own], layer.W_K[own]
+                sweep.W_V[0, r(src).start, 0] = 1.0
+                sweep.W_O[0, 0, r("div+").start] = -weight
+                sweep.W_O[0, 0, r("div-").start] = weight
+                if stage == 2:  # re-centre the pads: P·one, read back through ln_1, leaves pad+ - P
+                    sweep.W_V[0, r("pad+").start, 1] = 1.0
+                    sweep.W_V[0, r("one").start, 1] = -P
+                    sweep.W_O[0, 1, r("pad+").start] = -1.0
+                    sweep.W_O[0, 1, r("pad-").start] = 1.0
+            out.append(Block(sweep, scale(hold), ("sweep", i, stage), attn_hold=-hold))
+    return out
+
+
+def _refuse_unexportable(c: Construction) -> None:
+    if c.model.cfg.dtype != "float64":
+        raise ValueError("export needs a float64 construction (the absorbed LayerNorm scales are sized for it)")
+
+
+def _has_division(c: Construction) -> bool:
+    return any(isinstance(op, Div) for op in c.compiled.program.ops)
 
 
 def gpt2_shape(c: Construction) -> tuple[int, int, int]:
     """(n_embd, n_head, head_dim): heads as the construction's, head_dim >= its query and value
-    widths, and n_embd = n_head * head_dim >= its residual width."""
+    widths, and n_embd = n_head * head_dim >= its residual width (and the hold pads)."""
     cfg = c.model.cfg
     heads = cfg.num_heads
-    head_dim = max(cfg.head_dim, cfg.value_dim, math.ceil(cfg.width / heads))
+    width = cfg.width + (2 if _has_division(c) else 0)  # the hold pads ±Q follow the construction's units
+    head_dim = max(cfg.head_dim, cfg.value_dim, math.ceil(width / heads))
     return heads * head_dim, heads, head_dim
 
 
@@ -71,13 +149,19 @@ def gpt2_state_dict(c: Construction) -> tuple[dict, torch.Tensor, dict]:
     E, H, D = gpt2_shape(c)
     L = cfg.width
     zero = c.layout.rows("zero").start
-    sigma = c.compiled.ln_pad * math.sqrt(2 / E)  # every ln_1 and ln_f sees the pads ±P and nothing as large
+    plan = blocks(c)
     sd: dict[str, torch.Tensor] = {}
     pad = lambda t, rows, cols: torch.nn.functional.pad(t, (0, cols - t.shape[1], 0, rows - t.shape[0]))  # noqa: E731
+
+    def hold(bias: torch.Tensor, Q: float) -> torch.Tensor:  # the hold pads ±Q at units L, L + 1
+        if Q:
+            bias[L], bias[L + 1] = Q, -Q
+        return bias
+
     sd["transformer.wpe.weight"] = pad(model.pos.detach(), cfg.max_len, E)
     sd["transformer.wte.weight"] = torch.zeros(1, E, dtype=torch.float64)
-    for i, layer in enumerate(model.layers):
-        p = f"transformer.h.{i}."
+    for i, block in enumerate(plan):
+        p, layer, sigma = f"transformer.h.{i}.", block.layer, block.sigma
         q, k, v = (torch.zeros(E, E, dtype=torch.float64) for _ in range(3))
         proj = torch.zeros(E, E, dtype=torch.float64)
         for h in range(H):
@@ -87,15 +171,17 @@ def gpt2_state_dict(c: Construction) -> tuple[dict, torch.Tensor, dict]:
             k[:, cols][:, : cfg.head_dim] = _through_layer_norm(layer.W_K[h].detach(), sigma, zero, E)
             v[:, cols][:, : cfg.value_dim] = _through_layer_norm(layer.W_V[h].detach(), sigma, zero, E)
             proj[h * D: h * D + cfg.value_dim, :L] = layer.W_O[h].detach()
+        for slot in block.drop:
+            proj[:, c.layout.rows(slot)] = 0.0
         sd[p + "attn.c_attn.weight"] = torch.cat([q, k, v], dim=1)
         sd[p + "attn.c_attn.bias"] = torch.zeros(3 * E, dtype=torch.float64)
         sd[p + "attn.c_proj.weight"] = proj
-        sd[p + "attn.c_proj.bias"] = torch.zeros(E, dtype=torch.float64)
+        sd[p + "attn.c_proj.bias"] = hold(torch.zeros(E, dtype=torch.float64), block.attn_hold)
         # ln_2 normalises over E units, the construction's LayerNorm over L: reads are sqrt(E / L) larger
         sd[p + "mlp.c_fc.weight"] = pad(layer.W_in.detach() * math.sqrt(L / E), E, cfg.mlp_width)
         sd[p + "mlp.c_fc.bias"] = layer.b_in.detach().clone()
         sd[p + "mlp.c_proj.weight"] = pad(layer.W_out.detach(), cfg.mlp_width, E)
-        sd[p + "mlp.c_proj.bias"] = pad(layer.b_out.detach()[None], 1, E)[0]
+        sd[p + "mlp.c_proj.bias"] = hold(pad(layer.b_out.detach()[None], 1, E)[0], block.mlp_hold)
         for ln in ("ln_1", "ln_2"):
             sd[p + f"{ln}.weight"] = torch.ones(E, dtype=torch.float64)
             sd[p + f"{ln}.bias"] = torch.zeros(E, dtype=torch.float64)
@@ -103,9 +189,9 @@ def gpt2_state_dict(c: Construction) -> tuple[dict, torch.Tensor, dict]:
     sd["transformer.ln_f.bias"] = torch.zeros(E, dtype=torch.float64)
     readout = model.readout.detach()[:, None].clone()
     readout[c.layout.rows("one").start] += model.readout_bias.detach()  # the constant unit carries the bias
-    sd["lm_head.weight"] = _through_layer_norm(readout, sigma, zero, E).T.contiguous()
+    sd["lm_head.weight"] = _through_layer_norm(readout, plan[0].sigma, zero, E).T.contiguous()
     W_E = pad(model.W_E.detach(), cfg.token_dim, E)
-    config = {"vocab_size": 1, "n_positions": cfg.max_len, "n_embd": E, "n_layer": cfg.num_layers, "n_head": H,
+    config = {"vocab_size": 1, "n_positions": cfg.max_len, "n_embd": E, "n_layer": len(plan), "n_head": H,
               "n_inner": cfg.mlp_width, "activation_function": "gelu", "resid_pdrop": 0.0, "embd_pdrop": 0.0,
               "attn_pdrop": 0.0, "layer_norm_epsilon": cfg.ln_eps, "scale_attn_weights": True,
               "tie_word_embeddings": False, "use_cache": False, "bos_token_id": 0, "eos_token_id": 0}
@@ -120,26 +206,40 @@ def labels(c: Construction) -> dict:
     slots = [{"slot": name, "shape": list(s.shape), "start": c.layout.rows(name).start, "size": s.size}
              for name, s in c.layout.slots.items()]
     layers = []
-    for i, sched in enumerate(comp.schedule):  # applied layers, as the export unrolls them
-        spec = comp.layer_spec(i)
+    for g, block in enumerate(blocks(c)):  # GPT-2's blocks: the applied layers and the export's sweeps
+        if block.role[0] == "sweep":
+            i, stage = block.role[1:]
+            den = _division(c, i).den
+            sources, writes = ([den], ["div+", "div-"]) if stage == 1 else (["div+", "pad+ - P one"], ["div+", "div-", "pad+", "pad-"])
+            layers.append({"layer": g, "role": f"export sweep {stage} of layer {i}'s division pads",
+                           "attention_ops": [f"div± -= ±{'M·' + den if stage == 1 else 'div+'}"]
+                           + (["pad± -= ±(pad+ - P)"] if stage == 2 else []), "mlp_ops": [],
+                           "heads": [{"head": 0, "reads": "column t-0", "sources": sources, "writes": writes,
+                                      "value_dims": len(sources), "qkv_columns": [0, D]}], "mlp_units": []})
+            continue
+        i = block.role[1]
+        sched, spec = comp.schedule[i], comp.layer_spec(i)
         heads = []
         for h, (shift, head) in enumerate(spec.heads.items()):
             heads.append({"head": h, "reads": "causal mean" if shift is None else f"column t-{shift}",
                           "sources": head.sources + (["sum of the column (balance reset)"] if shift == 0 else []),
-                          "writes": sorted({dst for _, _, dst, _, _ in head.outputs}),
+                          "writes": sorted({dst for _, _, dst, _, _ in head.outputs} - set(block.drop)),
                           "value_dims": head.value_dim, "qkv_columns": [h * D, (h + 1) * D]})
         units = []
         for u, (terms, dst, idx, coef) in enumerate(spec.hidden):
             units.append({"unit": u, "reads": [f"{s}[{j}]" for s, j, _ in terms], "writes": f"{dst}[{idx}]",
                           "kind": "product" if u in spec.products else "linear pair", "output_coefficient": coef})
-        layers.append({"layer": i, "attention_ops": [op.describe() for op in sched.attn],
-                       "mlp_ops": [op.describe() for op in sched.mlp], "heads": heads, "mlp_units": units})
+        layers.append({"layer": g, "role": f"applied layer {i}", "attention_ops": [op.describe() for op in sched.attn],
+                       "mlp_ops": [op.describe() for op in sched.mlp], "heads": heads, "mlp_units": units,
+                       **({"hold_pads": block.mlp_hold} if block.mlp_hold else {})})
     mul_scales = {op.describe(): comp.mechanisms[id(op)].scale for op in comp.program.ops if isinstance(op, Mul)}
     return {"format": "iclkit-labels/1", "construction": c.name, "d": c.d, "n": c.n, "mode": c.mode,
             "params": {k: np.asarray(v).tolist() for k, v in c.params.items()},
             "domain": {"x_norm": c.x_norm, "y_bound": c.y_bound, **c.domain}, "certified_bound": c.a_priori_bound,
             "n_embd": E, "n_head": H, "head_dim": D, "residual": slots,
-            "padding": {"start": c.layout.width, "stop": E, "note": "never written"},
+            "padding": {"start": c.layout.width, "stop": E,
+                        "note": "never written, except units start and start + 1: the hold pads ±Q (labels "
+                                "of a division layer: hold_pads) between a division's MLP and the next block's attention"},
             "system_units": {"one": 1.0, "pos": "t / T_max", "pos2": "(t / T_max)^2", "bos": "1 at column 0",
                              "pad+": comp.ln_pad, "pad-": -comp.ln_pad, "bal": "minus the sum of the other units",
                              "zero": 0.0},

@@ -31,7 +31,7 @@ np.save(sys.argv[3], yhat)
 
 
 @pytest.mark.parametrize("name, kw, mode", [("sgd", {"lr": 0.1, "lam": 0.1}, "fused"), ("sgd", {"lr": 0.05}, "faithful"),
-                                            ("gd", {"lr": 0.1, "lam": 0.1}, "fused")])
+                                            ("gd", {"lr": 0.1, "lam": 0.1}, "fused"), ("ridge", {"lam": 0.1}, "faithful")])
 def test_a_process_without_iclkit_reproduces_the_closed_form(tmp_path, name, kw, mode):
     """The saved directory alone, in a fresh process that never imports iclkit, with GPT-2's own
     LayerNorm modules: within the 1e-8 (1 + |yhat|) target of iclkit.algorithms."""
@@ -45,9 +45,52 @@ def test_a_process_without_iclkit_reproduces_the_closed_form(tmp_path, name, kw,
     assert np.max(np.abs(np.load(tmp_path / "yhat.npy") - exact) / (1 + np.abs(exact))) <= 1e-8
 
 
-def test_ridge_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match=r"div\(g <- u, den\) divides through LayerNorm pads"):
-        to_hf_gpt2(C.ridge(2, 2, lam=0.1))
+def _gpt2_error(c, model, W_E, prompts: int, seed: int) -> float:
+    X, y, xq = sample_problems(c.d, c.n, prompts, seed=seed)
+    with torch.no_grad():
+        yhat = model(inputs_embeds=c.compiled.tokens(c.inputs(X, y, xq)) @ W_E).logits[:, -1, 0].numpy()
+    exact = closed_form(c, X, y, xq)
+    return float(np.max(np.abs(yhat - exact) / (1 + np.abs(exact))))
+
+
+def test_ridge_over_a_long_context_keeps_its_pads():
+    """40 divisions in a row (ridge, d = 2, n = 40): each swaps the pads out by ``P · one`` read
+    through GPT-2's ln_1, which doubles their excess; without the second sweep's re-centring
+    the excess reaches 4e-4 P and the prediction misses by 4e-4."""
+    c = C.ridge(2, 40, lam=0.1)
+    assert _gpt2_error(c, *to_hf_gpt2(c), prompts=4, seed=1) <= 1e-8
+
+
+def test_ridge_export_sweeps_the_division_pads_itself():
+    """Each division's block is followed by the two sweeps, its MLP bias writes the hold pads
+    and the first sweep's attention bias removes them; the construction's own removal (in the
+    next applied layer) writes nothing to div±, and the sweeps' weights matter: a hold pad
+    Q too small to fix ln_1's scale breaks the prediction."""
+    from iclkit import export
+
+    c = C.ridge(3, 3, lam=0.1)
+    plan = export.blocks(c)
+    roles = [b.role for b in plan]
+    divisions = [i for i in range(c.num_layers) if export._division(c, i) is not None]
+    assert len(plan) == c.num_layers + 2 * len(divisions)
+    for i in divisions:
+        at = roles.index(("layer", i))
+        assert roles[at + 1: at + 3] == [("sweep", i, 1), ("sweep", i, 2)]
+        assert plan[at].mlp_hold > 1e3 * c.compiled.ln_pad and plan[at + 1].attn_hold == -plan[at].mlp_hold
+        assert plan[at + 3].drop == ("div+", "div-")
+    sd, _, _ = export.gpt2_state_dict(c)
+    E = export.gpt2_shape(c)[0]
+    for g, b in enumerate(plan):
+        if b.drop:
+            proj = sd[f"transformer.h.{g}.attn.c_proj.weight"]
+            assert not proj[:, c.layout.rows("div+")].any() and not proj[:, c.layout.rows("div-")].any()
+    assert E >= c.width + 2
+    assert _gpt2_error(c, *to_hf_gpt2(c), prompts=8, seed=2) <= 1e-8
+    held, export.HOLD_RATIO = export.HOLD_RATIO, 1.0
+    try:
+        assert _gpt2_error(c, *to_hf_gpt2(c), prompts=8, seed=2) > 1e-6
+    finally:
+        export.HOLD_RATIO = held
 
 
 def test_labels_cover_the_residual_and_name_what_each_head_writes(tmp_path):
@@ -66,11 +109,14 @@ def test_labels_cover_the_residual_and_name_what_each_head_writes(tmp_path):
     assert labels["certified_bound"] == c.a_priori_bound  # no run-time guard outside iclkit
 
 
-def test_transformer_lens_bridge_matches_and_caches_every_residual(tmp_path):
+@pytest.mark.parametrize("make", [lambda: C.sgd(3, 3, lr=0.1), lambda: C.ridge(3, 3, lam=0.1)], ids=["sgd", "ridge"])
+def test_transformer_lens_bridge_matches_and_caches_every_residual(tmp_path, make):
+    """Through TransformerLens' bridge: the closed form within 1e-8 (1 + |yhat|), and after every
+    applied layer (ridge: the export's sweeps in between) the cached residual holds iclkit's w."""
     pytest.importorskip("transformer_lens")
-    from iclkit.export import to_transformer_lens
+    from iclkit.export import blocks, to_transformer_lens
 
-    c = C.sgd(3, 3, lr=0.1)
+    c = make()
     bridge, W_E = to_transformer_lens(c, tmp_path)
     X, y, xq = sample_problems(3, 3, 4, seed=6)
     tokens = c.compiled.tokens(c.inputs(X, y, xq))
@@ -78,8 +124,14 @@ def test_transformer_lens_bridge_matches_and_caches_every_residual(tmp_path):
         logits, cache = bridge.run_with_cache(tokens @ W_E)
     exact = closed_form(c, X, y, xq)
     assert np.max(np.abs(logits[:, -1, 0].numpy() - exact) / (1 + np.abs(exact))) <= 1e-8
+    norms = {n: type(m).__module__ + "." + type(m).__name__ for n, m in bridge.named_modules()
+             if n.split(".")[-1] in ("ln_1", "ln_2", "ln_final")}  # TransformerLens' wrappers around torch's LayerNorm
+    assert set(norms.values()) == {"transformer_lens.model_bridge.generalized_components.normalization.NormalizationBridge"}
+    assert len(norms) == 2 * len(blocks(c)) + 1
     trace = c.trace(X[0], y[0], xq[0])  # iclkit's own named states, after every layer
     w = c.layout.rows("w")
-    for i in range(c.num_layers):
-        resid = cache[f"blocks.{i}.hook_resid_post"][0, :, w].numpy()
+    applied = [(g, b.role[1]) for g, b in enumerate(blocks(c)) if b.role[0] == "layer"]
+    assert [i for _, i in applied] == list(range(c.num_layers))
+    for g, i in applied:
+        resid = cache[f"blocks.{g}.hook_resid_post"][0, :, w].numpy()
         assert np.allclose(resid, trace[i + 1]["w"].reshape(resid.shape), rtol=0, atol=1e-10)
