@@ -36,15 +36,12 @@ from iclkit.constructions.base import Construction
 from iclkit.primitives.ops import Div, Mul
 
 
-def _refuse_unexportable(c: Construction) -> None:
-    if c.model.cfg.dtype != "float64":
-        raise ValueError("export needs a float64 construction (the absorbed LayerNorm scales are sized for it)")
-
-
 # Q / (M den_max): ln_1 of the held block sees its known scale up to a relative
-# (M den / Q)^2 / 2 <= 5e-9, so the first sweep leaves at most 5e-9 M den_max in div±; its
-# plain mean's rounding (about u Q / n_embd, cancelled by the zero unit to u^2 Q) stays far
-# below that. The second sweep, under the ordinary pads, reads that remainder to u.
+# (M den / Q)^2 / 2 <= 5e-9, so the first sweep leaves at most 5e-9 M den_max in div± (its
+# plain mean's rounding, about u Q / n_embd, the zero unit cancels to u^2 Q). The second
+# sweep, under the ordinary pads, reads that remainder to u. Measured (ridge d = 2, n = 40;
+# d = 4, n = 10 faithful; d = 8, n = 10): at most 1.2e-10 M den_max after the first sweep,
+# 2.6e-24 after the second, and the pads within 1.8e-15 P of ±P.
 HOLD_RATIO = 1e4
 
 

@@ -135,3 +135,15 @@ def test_transformer_lens_bridge_matches_and_caches_every_residual(tmp_path, mak
     for g, i in applied:
         resid = cache[f"blocks.{g}.hook_resid_post"][0, :, w].numpy()
         assert np.allclose(resid, trace[i + 1]["w"].reshape(resid.shape), rtol=0, atol=1e-10)
+
+
+def test_cli_export_checks_its_directory_and_refuses_float32(tmp_path, capsys):
+    """``iclkit export`` writes the directory, reloads it, and exits 0 only within the 1e-8
+    target (ridge, a division, included); a float32 construction is refused in one line, status 2."""
+    from iclkit.cli import main
+
+    assert main(["export", "ridge", "--d", "2", "--n", "2", "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "labels.json").exists() and (tmp_path / "r" / "embed.safetensors").exists()
+    assert "measured: the export adds no certificate" in capsys.readouterr().out
+    assert main(["export", "sgd", "--d", "2", "--n", "2", "--dtype", "float32", "--out", str(tmp_path / "s")]) == 2
+    assert "export needs a float64 construction" in capsys.readouterr().out
