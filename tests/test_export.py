@@ -147,3 +147,18 @@ def test_cli_export_checks_its_directory_and_refuses_float32(tmp_path, capsys):
     assert "measured: the export adds no certificate" in capsys.readouterr().out
     assert main(["export", "sgd", "--d", "2", "--n", "2", "--dtype", "float32", "--out", str(tmp_path / "s")]) == 2
     assert "export needs a float64 construction" in capsys.readouterr().out
+
+
+def test_an_export_that_would_not_fit_is_refused_before_allocating(monkeypatch):
+    """The GPT-2's parameter count is known from its shape (checked exactly against the built
+    model); an export needing more memory than is available is refused by name, not attempted."""
+    from iclkit import export
+
+    c = C.ridge(2, 3, lam=0.1)
+    model, _ = to_hf_gpt2(c)
+    E = export.gpt2_shape(c)[0]
+    count = export.gpt2_parameters(E, c.model.cfg.mlp_width, model.config.n_layer, c.model.cfg.max_len)
+    assert count == sum(p.numel() for p in model.parameters())
+    monkeypatch.setattr(export, "available_memory", lambda: 3.0 * 8 * count)  # below the 3.2 copies it takes
+    with pytest.raises(ValueError, match=r"makes a GPT-2 of \d+ blocks, n_embd \d+, [\d,]+ parameters: about .* GB"):
+        export.gpt2_state_dict(c)
