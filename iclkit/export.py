@@ -77,7 +77,7 @@ def blocks(c: Construction) -> list[Block]:
     2. the second sweep, under the ordinary pads ±P, subtracts what is left of div±, and
        puts the pads back at ±P: the division's attention swaps them out by ``P · one`` read
        through ln_1, which reads ``one`` low by the pads' own excess e/P, so unswept the excess
-       would double at every division (to 4e-4 P over ridge's 40 blocks at d = 2).
+       would double at every division (to 2e-4 P, and a 4e-4 miss, over ridge's 40 blocks at d = 2).
 
     Both read their own column with the positional scores of the division layer's own head."""
     comp = c.compiled
@@ -229,7 +229,8 @@ def labels(c: Construction) -> dict:
         if block.role[0] == "sweep":
             i, stage = block.role[1:]
             den = _division(c, i).den
-            sources, writes = ([den], ["div+", "div-"]) if stage == 1 else (["div+", "pad+ - P one"], ["div+", "div-", "pad+", "pad-"])
+            sources, writes = (([den], ["div+", "div-"]) if stage == 1
+                               else (["div+", "pad+ - P one"], ["div+", "div-", "pad+", "pad-"]))
             layers.append({"layer": g, "role": f"export sweep {stage} of layer {i}'s division pads",
                            "attention_ops": [f"div± -= ±{'M·' + den if stage == 1 else 'div+'}"]
                            + (["pad± -= ±(pad+ - P)"] if stage == 2 else []), "mlp_ops": [],
@@ -252,13 +253,14 @@ def labels(c: Construction) -> dict:
                        "mlp_ops": [op.describe() for op in sched.mlp], "heads": heads, "mlp_units": units,
                        **({"hold_pads": block.mlp_hold} if block.mlp_hold else {})})
     mul_scales = {op.describe(): comp.mechanisms[id(op)].scale for op in comp.program.ops if isinstance(op, Mul)}
-    return {"format": "iclkit-labels/1", "construction": c.name, "d": c.d, "n": c.n, "mode": c.mode,
+    return {"format": "iclkit-labels/2", "construction": c.name, "d": c.d, "n": c.n, "mode": c.mode,
             "params": {k: np.asarray(v).tolist() for k, v in c.params.items()},
             "domain": {"x_norm": c.x_norm, "y_bound": c.y_bound, **c.domain}, "certified_bound": c.a_priori_bound,
             "n_embd": E, "n_head": H, "head_dim": D, "residual": slots,
             "padding": {"start": c.layout.width, "stop": E,
-                        "note": "never written, except units start and start + 1: the hold pads ±Q (labels "
-                                "of a division layer: hold_pads) between a division's MLP and the next block's attention"},
+                        "note": "never written, except units start and start + 1: the hold pads ±Q (labels of a "
+                                "division layer: hold_pads) between a division's MLP and the next block's attention"
+                                if _has_division(c) else "never written"},
             "system_units": {"one": 1.0, "pos": "t / T_max", "pos2": "(t / T_max)^2", "bos": "1 at column 0",
                              "pad+": comp.ln_pad, "pad-": -comp.ln_pad, "bal": "minus the sum of the other units",
                              "zero": 0.0},

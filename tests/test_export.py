@@ -107,6 +107,23 @@ def test_labels_cover_the_residual_and_name_what_each_head_writes(tmp_path):
     movers = [h for layer in labels["layers"] for h in layer["heads"] if h["reads"] == "column t-2" and "w" in h["writes"]]
     assert len(movers) == c.n - 1  # one update read per block after the first
     assert labels["certified_bound"] == c.a_priori_bound  # no run-time guard outside iclkit
+    assert labels["padding"]["note"] == "never written"  # no division, no hold pads
+
+
+def test_ridge_labels_list_every_gpt2_block_with_its_role(tmp_path):
+    """One labels entry per GPT-2 block: the applied layers in order, each division's block
+    naming its hold pads and followed by its two sweeps; the next applied layer's heads no
+    longer claim to write div±."""
+    c = C.ridge(2, 2, lam=0.1)
+    model, _ = to_hf_gpt2(c, tmp_path)
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    assert labels["format"] == "iclkit-labels/2" and len(labels["layers"]) == model.config.n_layer
+    roles = [layer["role"] for layer in labels["layers"]]
+    assert [r for r in roles if r.startswith("applied")] == [f"applied layer {i}" for i in range(c.num_layers)]
+    held = [g for g, layer in enumerate(labels["layers"]) if "hold_pads" in layer]
+    assert held and all(roles[g + 1].startswith("export sweep 1") and roles[g + 2].startswith("export sweep 2")
+                        and not any({"div+", "div-"} & set(h["writes"]) for h in labels["layers"][g + 3]["heads"])
+                        for g in held)
 
 
 @pytest.mark.parametrize("make", [lambda: C.sgd(3, 3, lr=0.1), lambda: C.ridge(3, 3, lam=0.1)], ids=["sgd", "ridge"])
