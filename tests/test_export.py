@@ -187,3 +187,43 @@ def test_an_export_that_would_not_fit_is_refused_before_allocating(monkeypatch):
     monkeypatch.setattr(export, "available_memory", lambda: 3.0 * 8 * count)  # below the 3.2 copies it takes
     with pytest.raises(ValueError, match=r"makes a GPT-2 of \d+ blocks, n_embd \d+, [\d,]+ parameters: about .* GB"):
         export.gpt2_state_dict(c)
+
+
+def test_the_sweeps_leave_what_their_analysis_states():
+    """In GPT-2's own residual stream: after the hold sweep, div± hold at most the stated
+    5e-9 M den_max ((M den / Q)^2 / 2 at Q = 1e4 M den_max); after the clean sweep, div+ and
+    div- are both rounding-level (< 1e-16 M den_max; measured 2.6e-24) and the pads are ±P to
+    1e-14 (measured 1.8e-15); the pads, div± and the hold pads cancel in pairs exactly. A
+    one-sided slip in a sweep shifts the prediction by only ~1e-10 (or, for pad-, grows 1.5x per
+    division), under the 1e-8 target, so it is caught here, not by accuracy."""
+    from iclkit import export
+
+    c = C.ridge(2, 3, lam=0.1)
+    model, W_E = to_hf_gpt2(c)
+    X, y, xq = sample_problems(2, 3, 8, seed=7)
+    with torch.no_grad():
+        states = model(inputs_embeds=c.compiled.tokens(c.inputs(X, y, xq)) @ W_E, output_hidden_states=True).hidden_states
+    r, P = c.layout.rows, c.compiled.ln_pad
+    checked = 0
+    for g, block in enumerate(export.blocks(c)):
+        after = states[g + 1]
+        if block.mlp_hold:
+            scale = block.mlp_hold / export.HOLD_RATIO  # M den_max
+        elif block.role[0] == "sweep":
+            left = after[..., [r("div+").start, r("div-").start]].abs().max() / scale
+            if block.role[2] == 1:
+                assert left <= 5e-9
+            else:
+                assert left <= 1e-16
+                assert (after[..., r("pad+").start] - P).abs().max() <= 1e-14 * P
+                assert (after[..., r("pad-").start] + P).abs().max() <= 1e-14 * P
+                checked += 1
+    assert checked == c.n
+    # every pair is written by negated weights from one value, so it cancels exactly in every
+    # state GPT-2 computes (hidden_states[-1] is after ln_f); a one-sided slip breaks this
+    held = [g + 1 for g, block in enumerate(export.blocks(c)) if block.mlp_hold]  # states holding ±Q
+    for g, h in enumerate(states[:-1]):
+        for a, b in (("pad+", "pad-"), ("div+", "div-")):
+            assert torch.equal(h[..., r(a).start], -h[..., r(b).start]), (g, a)
+        hold = h[..., c.width:c.width + 2]
+        assert torch.equal(hold[..., 0], -hold[..., 1]) and (hold.abs().max() > 0) == (g in held), g
