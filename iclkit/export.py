@@ -53,7 +53,7 @@ class Block:
     biases add. ``role`` is ``("layer", i)`` for applied layer i of the construction, or
     ``("sweep", i, stage)`` for the export's own removal of layer i's division pads."""
 
-    layer: torch.nn.Module
+    layer: torch.nn.Module | None  # None for a sweep of a plan built without weights
     sigma: float
     role: tuple
     attn_hold: float = 0.0
@@ -66,8 +66,8 @@ def _division(c: Construction, i: int) -> Div | None:
     return divs[0] if divs else None  # divisions in one layer share their divisor
 
 
-def blocks(c: Construction) -> list[Block]:
-    """The exported stack. GPT-2's ln_1 sees a division's pads ±M·den in the layer after it,
+def blocks(c: Construction, weights: bool = True) -> list[Block]:
+    """The exported stack (``weights=False``: its plan alone, the sweeps without weights). GPT-2's ln_1 sees a division's pads ±M·den in the layer after it,
     where they would set its scale. So the division's own block is followed by two sweeps
     that remove them, and the construction's removal in the next layer is dropped:
 
@@ -79,7 +79,8 @@ def blocks(c: Construction) -> list[Block]:
        through ln_1, which reads ``one`` low by the pads' own excess e/P, so unswept the excess
        would double at every division (to 2e-4 P, and a 4e-4 miss, over ridge's 40 blocks at d = 2).
 
-    Both read their own column with the positional scores of the division layer's own head."""
+    Both read their own column with the positional scores of the division layer's head 0 (every
+    layer spec opens with the column's own head, which resets the balance unit)."""
     comp = c.compiled
     E = gpt2_shape(c)[0]
     P = comp.ln_pad
@@ -96,11 +97,13 @@ def blocks(c: Construction) -> list[Block]:
         out.append(Block(layer, scale(0.0), ("layer", i), mlp_hold=Q, drop=("div+", "div-") if cleans else ()))
         if div is None:
             continue
-        own = list(comp.layer_spec(i).heads).index(0)  # the head that reads the column itself
         for stage, (src, weight, hold) in enumerate(((div.den, M, Q), ("div+", 1.0, 0.0)), start=1):
+            if not weights:
+                out.append(Block(None, scale(hold), ("sweep", i, stage), attn_hold=-hold))
+                continue
             sweep = type(layer)(c.model.cfg).to(torch.float64)
             with torch.no_grad():
-                sweep.W_Q[0], sweep.W_K[0] = layer.W_Q[own], layer.W_K[own]
+                sweep.W_Q[0], sweep.W_K[0] = layer.W_Q[0], layer.W_K[0]
                 sweep.W_V[0, r(src).start, 0] = 1.0
                 sweep.W_O[0, 0, r("div+").start] = -weight
                 sweep.W_O[0, 0, r("div-").start] = weight
@@ -166,8 +169,7 @@ def gpt2_state_dict(c: Construction) -> tuple[dict, torch.Tensor, dict]:
     E, H, D = gpt2_shape(c)
     L = cfg.width
     zero = c.layout.rows("zero").start
-    divisions = sum(_division(c, i) is not None for i in range(cfg.num_layers))
-    _check_memory(c, E, cfg.num_layers + 2 * divisions)
+    _check_memory(c, E, len(blocks(c, weights=False)))
     plan = blocks(c)
     sd: dict[str, torch.Tensor] = {}
     pad = lambda t, rows, cols: torch.nn.functional.pad(t, (0, cols - t.shape[1], 0, rows - t.shape[0]))  # noqa: E731
@@ -225,7 +227,7 @@ def labels(c: Construction) -> dict:
     slots = [{"slot": name, "shape": list(s.shape), "start": c.layout.rows(name).start, "size": s.size}
              for name, s in c.layout.slots.items()]
     layers = []
-    for g, block in enumerate(blocks(c)):  # GPT-2's blocks: the applied layers and the export's sweeps
+    for g, block in enumerate(blocks(c, weights=False)):  # GPT-2's blocks: the applied layers and the export's sweeps
         if block.role[0] == "sweep":
             i, stage = block.role[1:]
             den = _division(c, i).den
