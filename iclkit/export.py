@@ -256,6 +256,7 @@ def labels(c: Construction) -> dict:
                        **({"hold_pads": block.mlp_hold} if block.mlp_hold else {})})
     mul_scales = {op.describe(): comp.mechanisms[id(op)].scale for op in comp.program.ops if isinstance(op, Mul)}
     return {"format": "iclkit-labels/2", "construction": c.name, "d": c.d, "n": c.n, "mode": c.mode,
+            "levels": c.compiled.context.levels,
             "params": {k: np.asarray(v).tolist() for k, v in c.params.items()},
             "domain": {"x_norm": c.x_norm, "y_bound": c.y_bound, **c.domain}, "certified_bound": c.a_priori_bound,
             "n_embd": E, "n_head": H, "head_dim": D, "residual": slots,
@@ -292,6 +293,38 @@ def to_hf_gpt2(c: Construction, out: str | Path | None = None):
         save_file({"W_E": W_E.contiguous()}, str(out / "embed.safetensors"))
         (out / "labels.json").write_text(json.dumps(labels(c), indent=1))
     return model, W_E
+
+
+def load_export(out: str | Path):
+    """(construction, GPT-2 model, W_E) of an exported directory, checked: the construction its
+    labels.json names is rebuilt, and every tensor of ``model.safetensors`` and W_E must equal
+    the rebuilt export bit for bit, else ``ValueError`` naming the first that differs (edited or
+    corrupted weights carry no guarantee). The exported model has no run-time guard: the
+    construction's ``predict`` and ``certify`` refuse or certify a prompt before its GPT-2
+    output is trusted (a prompt outside the domain gets a wrong number from GPT-2, silently)."""
+    from safetensors.torch import load_file
+    from transformers import GPT2LMHeadModel
+
+    from iclkit.verify.numeric import rebuild
+
+    out = Path(out)
+    try:
+        labels = json.loads((out / "labels.json").read_text())
+        W_E = load_file(str(out / "embed.safetensors"))["W_E"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{out}: not an iclkit export (labels.json and embed.safetensors with W_E): {e}") from None
+    domain = dict(labels.get("domain", {}))
+    meta = {**labels, "x_norm": domain.pop("x_norm", None), "y_bound": domain.pop("y_bound", None), "domain": domain}
+    c = rebuild(meta)
+    model = GPT2LMHeadModel.from_pretrained(out, torch_dtype=torch.float64).eval()
+    sd, W_E_built, _ = gpt2_state_dict(c)
+    loaded = model.state_dict()
+    for name, tensor in [*sd.items(), ("embed.safetensors W_E", W_E_built)]:
+        got = W_E if name.startswith("embed") else loaded.get(name)
+        if got is None or got.shape != tensor.shape or not torch.equal(got, tensor):
+            raise ValueError(f"{out}: tensor {name} differs from the {c.name} export its labels.json names "
+                             "(edited or corrupted weights carry no guarantee)")
+    return c, model, W_E
 
 
 def to_transformer_lens(c: Construction, out: str | Path):

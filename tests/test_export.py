@@ -227,3 +227,28 @@ def test_the_sweeps_leave_what_their_analysis_states():
             assert torch.equal(h[..., r(a).start], -h[..., r(b).start]), (g, a)
         hold = h[..., c.width:c.width + 2]
         assert torch.equal(hold[..., 0], -hold[..., 1]) and (hold.abs().max() > 0) == (g in held), g
+
+
+def test_load_export_rebuilds_and_refuses_a_corrupted_weight(tmp_path):
+    """load_export rebuilds the construction labels.json names and checks every exported tensor
+    bit for bit: the clean directory loads (its construction predicts what the GPT-2 does, to
+    the target), one weight off by 1e-7 relative is refused naming its tensor, and a directory
+    that is not an export is refused in one line."""
+    from safetensors.torch import load_file, save_file
+
+    from iclkit.export import load_export
+
+    c = C.ridge(2, 3, lam=0.1)
+    to_hf_gpt2(c, tmp_path / "ok")
+    rebuilt, model, W_E = load_export(tmp_path / "ok")
+    assert (rebuilt.name, rebuilt.d, rebuilt.n, rebuilt.params["lam"]) == ("ridge", 2, 3, 0.1)
+    assert _gpt2_error(rebuilt, model, W_E, prompts=4, seed=8) <= 1e-8
+    weights = tmp_path / "ok" / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = "transformer.h.2.attn.c_attn.weight"
+    tensors[name].view(-1)[tensors[name].abs().argmax()] *= 1 + 1e-7
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"tensor {name} differs from the ridge export"):
+        load_export(tmp_path / "ok")
+    with pytest.raises(ValueError, match="not an iclkit export"):
+        load_export(tmp_path)
