@@ -148,7 +148,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from iclkit.verify.numeric import exact_predictions, load_construction, sample_problems
+    from iclkit.verify.numeric import load_construction, sample_problems
 
     c = load_construction(args.file)
     d, n = c.d, c.n
@@ -160,10 +160,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     pred = np.atleast_1d(c.predict(X, y, xq))  # the same guard as predict: a prompt off the domain is refused
     cert = np.atleast_1d(c.certify(X, y, xq))
     k = np.shape(X)[-2]  # a model built for n runs prompts of k <= n examples
-    exact = exact_predictions(c.name, c.params, np.reshape(X, (-1, k, d)), np.reshape(y, (-1, k)), np.reshape(xq, (-1, d)))
+    X, y, xq = np.reshape(X, (-1, k, d)), np.reshape(y, (-1, k)), np.reshape(xq, (-1, d))
+    if c.closed_form is not None:
+        exact, against = np.array([c.closed_form(X[b], y[b], xq[b]) for b in range(len(X))]), "closed form"
+    else:  # a user's construction read from its file: the program it carries, in extended precision
+        exact, against = np.atleast_1d(c.reference(X, y, xq)).astype(float), "program (exact)"
     table = Table(title=f"{args.file}: {c.name} d={d} n={n} ({c.num_layers} layers applied, "
                         f"{c.model.cfg.stored_layers} stored), prompts of {k} examples")
-    for col in ("prompt", "transformer", "closed form", "|difference|", "certificate"):
+    for col in ("prompt", "transformer", against, "|difference|", "certificate"):
         table.add_column(col, justify="right")
     for b in range(len(pred)):
         table.add_row(str(b), f"{pred[b]:.12g}", f"{exact[b]:.12g}", _fmt(abs(pred[b] - exact[b])), _fmt(cert[b]))
@@ -181,36 +185,41 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def cmd_prove_file(path: str) -> int:
-    """Every tensor of a saved model against the program its header names (iclkit.verify.weights)."""
-    from iclkit.transformer import Transformer
-    from iclkit.verify.numeric import first_difference, rebuild
+    """Every field of a saved model's header and every tensor against the program it carries
+    (iclkit.verify.weights), then that the layers compute the program."""
+    from iclkit.verify.numeric import first_difference, open_construction
     from iclkit.verify.weights import WeightProofError, prove_weights
 
-    model, meta = Transformer.load(path)
-    c = rebuild(meta)
+    model, c = open_construction(path)  # the header's configuration, field by field: refused by name
     try:
         found = prove_weights(model, c.compiled)
     except WeightProofError as e:
         console.print(f"[red]FAILS[/]  {e}")
         return 1
     writing = [s for s in found if bool((model.applied_layers[s.layer].W_O[s.head] != 0).any())]
+    shipped = c.origin == "iclkit"
     console.print(f"[green]proved from the weights[/] ({c.name}, d={c.d}, n={c.n}, {c.mode}, {model.cfg.num_layers} "
                   f"applied layers, {model.cfg.stored_layers} stored):\n"
+                  "  the header's model configuration is the program's, field by field;\n"
                   "  embedding, positional table and readout are the program's;\n"
                   f"  attention: each of {len(writing)} writing heads selects a column (or the causal mean) its "
-                  f"program layer reads, off-target softmax mass <= {max(s.off_target for s in writing):.2e} (W_Q, W_K, "
-                  "positional table), and per read pattern sum_h W_V W_O is the program's linear map, overwrite, "
-                  "balance and pads;\n"
+                  f"program layer reads, off-target softmax mass <= {max((s.off_target for s in writing), default=0):.2e} "
+                  "(W_Q, W_K, positional table), and per read pattern sum_h W_V W_O is the program's linear map, "
+                  "overwrite, balance and pads;\n"
                   "  MLP: every hidden unit is one of the program's GeLU product units or linear pairs, with its "
                   "scales, and b_out its biases (to 8 ulps);\n"
+                  "  dataflow: run as a decoder layer runs (attention on the residual before it, the MLP after), "
+                  "every op reads the values the program order gives it;\n"
                   "  with the lemmas of `iclkit prove` (hard attention, products O(S^-2K), linear pairs, LayerNorm "
-                  "read and division) the network computes the program (whose closed form `iclkit prove` "
-                  "proves for d <= 3 and up to 3 examples).\n"
-                  "  Every applied layer is checked (a stored looped layer at each repeat): the weights' claim is "
+                  "read and division) the network computes "
+                  + ("the program (whose closed form `iclkit prove` proves for d <= 3 and up to 3 examples).\n"
+                     if shipped else "the program the header carries: network = program (its closed form is its "
+                     "author's to prove; see docs/authoring.md).\n")
+                  + "  Every applied layer is checked (a stored looped layer at each repeat): the weights' claim is "
                   f"for prompts of up to n={c.n} examples.")
     from iclkit.verify.symbolic import LOOP_PROOFS
 
-    loop = LOOP_PROOFS.get((c.name, c.mode))
+    loop = LOOP_PROOFS.get((c.name, c.mode)) if shipped else None
     if loop and c.d <= 3:
         held = loop.prove(c.d)
         console.print(f"{'[green]proved[/]' if held else '[red]FAILS[/]'}  the program, by induction over its looped "
@@ -218,6 +227,10 @@ def cmd_prove_file(path: str) -> int:
                       "positional constants: build and prove that file.")
         if not held:
             return 1
+    elif model.cfg.loop is not None:
+        why = (f"the induction runs on a symbolic d x d state, proved for d <= 3 (this file has d = {c.d})"
+               if loop else "iclkit has an induction proof over the looped block only for its own sgd and ridge")
+        console.print(f"no claim for every n: {why}; the claim above is for this file's n = {c.n}")
     problem = first_difference(model, c)
     if problem:
         console.print(f"note: {problem}, within the proof's tolerance or unused; the numeric certificates are the "

@@ -255,8 +255,9 @@ def labels(c: Construction) -> dict:
                        "mlp_ops": [op.describe() for op in sched.mlp], "heads": heads, "mlp_units": units,
                        **({"hold_pads": block.mlp_hold} if block.mlp_hold else {})})
     mul_scales = {op.describe(): comp.mechanisms[id(op)].scale for op in comp.program.ops if isinstance(op, Mul)}
-    return {"format": "iclkit-labels/2", "construction": c.name, "d": c.d, "n": c.n, "mode": c.mode,
-            "levels": c.compiled.context.levels,
+    return {"format": "iclkit-labels/3", "construction": c.name, "origin": c.origin, "d": c.d, "n": c.n,
+            "mode": c.mode, "dtype": c.model.cfg.dtype, "levels": c.compiled.context.levels,
+            "program": c.compiled.program.to_dict(),
             "params": {k: np.asarray(v).tolist() for k, v in c.params.items()},
             "domain": {"x_norm": c.x_norm, "y_bound": c.y_bound, **c.domain}, "certified_bound": c.a_priori_bound,
             "n_embd": E, "n_head": H, "head_dim": D, "residual": slots,
@@ -315,9 +316,18 @@ def load_export(out: str | Path):
         raise ValueError(f"{out}: not an iclkit export (labels.json and embed.safetensors with W_E): {e}") from None
     domain = dict(labels.get("domain", {}))
     meta = {**labels, "x_norm": domain.pop("x_norm", None), "y_bound": domain.pop("y_bound", None), "domain": domain}
-    c = rebuild(meta)
-    model = GPT2LMHeadModel.from_pretrained(out, torch_dtype=torch.float64).eval()
-    sd, W_E_built, _ = gpt2_state_dict(c)
+    try:
+        c = rebuild(meta)
+    except ValueError as e:
+        raise ValueError(f"{out}/labels.json: {e}") from None
+    sd, W_E_built, fields = gpt2_state_dict(c)
+    problem = config_difference(out, fields)
+    if problem:
+        raise ValueError(f"{out}/config.json: {problem}")
+    try:
+        model = GPT2LMHeadModel.from_pretrained(out, torch_dtype=torch.float64).eval()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{out}: transformers cannot load the GPT-2 model ({type(e).__name__}: {e})") from None
     loaded = model.state_dict()
     for name, tensor in [*sd.items(), ("embed.safetensors W_E", W_E_built)]:
         got = W_E if name.startswith("embed") else loaded.get(name)
@@ -325,6 +335,31 @@ def load_export(out: str | Path):
             raise ValueError(f"{out}: tensor {name} differs from the {c.name} export its labels.json names "
                              "(edited or corrupted weights carry no guarantee)")
     return c, model, W_E
+
+
+# config.json keys that record where a file came from, not what the model computes
+PROVENANCE = {"transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype", "model_type"}
+
+
+def config_difference(out: Path, fields: dict) -> str | None:
+    """The first config.json field whose value is not the export's (every field but the
+    provenance keys changes what GPT-2 computes or how transformers builds it), or None."""
+    from transformers import GPT2Config
+
+    path = out / "config.json"
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return f"cannot be read ({type(e).__name__}: {e})"
+    want = GPT2Config(**fields).to_dict()
+    for key in sorted((set(found) | set(want)) - PROVENANCE):
+        if key not in found:
+            continue  # transformers fills an absent key with its default: checked on the loaded model below
+        if found[key] != want.get(key, found[key] if key.startswith("_") else object()):
+            return (f"sets {key} = {found[key]!r} where the export has {want[key]!r}" if key in want
+                    else f"sets {key} = {found[key]!r}, which the export does not have") + \
+                ": it changes what the model computes (edited config.json carries no guarantee)"
+    return None
 
 
 def to_transformer_lens(c: Construction, out: str | Path):

@@ -125,7 +125,7 @@ def test_ridge_labels_list_every_gpt2_block_with_its_role(tmp_path):
     c = C.ridge(2, 2, lam=0.1)
     model, _ = to_hf_gpt2(c, tmp_path)
     labels = json.loads((tmp_path / "labels.json").read_text())
-    assert labels["format"] == "iclkit-labels/2" and len(labels["layers"]) == model.config.n_layer
+    assert labels["format"] == "iclkit-labels/3" and len(labels["layers"]) == model.config.n_layer
     roles = [layer["role"] for layer in labels["layers"]]
     assert [r for r in roles if r.startswith("applied")] == [f"applied layer {i}" for i in range(c.num_layers)]
     held = [g for g, layer in enumerate(labels["layers"]) if "hold_pads" in layer]

@@ -7,6 +7,7 @@ in-context learner reads. Column 2i-1 holds x_i, column 2i holds y_i, column 2n+
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +65,8 @@ class Construction:
     paper: dict = field(default_factory=dict)  # the paper's counts, where it states them
     contraction_bound: float | None = None  # a construction-specific certificate, where one exists
     domain: dict = field(default_factory=dict)  # further bounds the constants are sized for (e.g. w_bound)
+    closed_form: Callable | None = None  # (X, y, xq) -> y_hat for one prompt: what the program must compute
+    origin: str = "iclkit"  # "iclkit": a shipped construction, rebuilt by name; "program": from_program
 
     # ---- what it is --------------------------------------------------------------------------
     @property
@@ -207,6 +210,7 @@ class Construction:
     def predict(self, X, y, xq, strict: bool = True):
         """The transformer's prediction at the query column: a float, or shape (batch,)."""
         X, y, xq, single = self._batch(X, y, xq)
+        self.compiled.check_model(strict)
         if strict:
             self.check_domain(X, y, xq)
         inputs = self.inputs(X, y, xq)
@@ -239,12 +243,18 @@ class Construction:
 
     def save(self, path) -> None:
         """Write the model and what it is (construction, sizes, parameters, layout, domain)."""
-        meta = {"construction": self.name, "d": self.d, "n": self.n, "mode": self.mode,
+        self.compiled.check_model()
+        self.model.save(path, self.metadata())
+
+    def metadata(self) -> dict:
+        """What the construction is, for a saved file's header or an export's labels: its name,
+        sizes, parameters, domain, dtype, mode, layout and the program itself (so a fresh
+        process rebuilds and proves it without the code that wrote it)."""
+        return {"construction": self.name, "origin": self.origin, "d": self.d, "n": self.n, "mode": self.mode,
                 "params": {k: np.asarray(v).tolist() for k, v in self.params.items()},
                 "layout": self.layout.to_dict(), "x_norm": self.x_norm, "y_bound": self.y_bound,
                 "domain": self.domain, "dtype": self.model.cfg.dtype, "levels": self.compiled.context.levels,
-                "error_bound": self.error_bound}
-        self.model.save(path, meta)
+                "error_bound": self.error_bound, "program": self.compiled.program.to_dict()}
 
     def trace(self, X, y, xq) -> list[dict[str, np.ndarray]]:
         """Named slots of the residual stream before the first layer and after every layer (one prompt)."""
@@ -258,12 +268,73 @@ DEFAULT_LEVELS = {"float64": 4, "float32": 2}  # Richardson scales per GeLU prod
 
 def build(name: str, program: Program, *, d: int, n: int, params: dict, x_norm: float, y_bound: float,
           dtype: str, mode: str, levels: int | None, paper: dict | None = None, domain: dict | None = None) -> Construction:
-    """Compile a construction's program for prompts of n examples (2n+2 columns)."""
+    """Compile a shipped construction's program for prompts of n examples (2n+2 columns); its
+    closed form is the algorithm of the same name in :mod:`iclkit.algorithms`."""
+    compiled = _compile(program, n, dtype, mode, levels)
+    return Construction(name, d, n, params, compiled, x_norm, y_bound, mode, paper or {}, domain=domain or {},
+                        closed_form=algorithm_closed_form(name, params))
+
+
+def _compile(program: Program, n: int, dtype: str, mode: str, levels: int | None) -> Compiled:
     if dtype not in DEFAULT_LEVELS:
         raise ValueError(f"dtype must be one of {sorted(DEFAULT_LEVELS)}, got {dtype!r}")
-    levels = DEFAULT_LEVELS[dtype] if levels is None else levels
-    compiled = compile_program(program, max_len=2 * n + 2, dtype=dtype, mode=mode, levels=levels, output="yhat")
-    return Construction(name, d, n, params, compiled, x_norm, y_bound, mode, paper or {}, domain=domain or {})
+    if mode not in ("fused", "faithful"):
+        raise ValueError(f"mode must be 'fused' or 'faithful', got {mode!r}")
+    if levels is not None and (isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1):
+        raise ValueError(f"levels (Richardson scales per GeLU product) must be a positive integer, got {levels!r}")
+    levels = DEFAULT_LEVELS[dtype] if levels is None else int(levels)
+    return compile_program(program, max_len=2 * n + 2, dtype=dtype, mode=mode, levels=levels, output="yhat")
+
+
+def algorithm_closed_form(name: str, params: dict) -> Callable:
+    """``(X, y, xq) -> x_q . w`` with ``w = iclkit.algorithms.<name>(X, y, **params)``."""
+    import iclkit.algorithms as algorithms
+
+    fn = getattr(algorithms, name)
+    return lambda X, y, xq: xq @ fn(X, y, **params)
+
+
+def from_program(program: Program, *, name: str, d: int, n: int, params: dict | None = None,
+                 closed_form: Callable | None = None, x_norm: float | None = None, y_bound: float | None = None,
+                 dtype: str = "float64", mode: str = "fused", levels: int | None = None) -> Construction:
+    """A construction from a program you wrote: compiled, guarded, certified, savable and
+    provable like the shipped ones (docs/authoring.md).
+
+    The contract: the program reads the prompt through the input slots ``x`` (shape (d,)) and
+    ``y`` (scalar), each column holding one token of iclkit's prompt format (BOS, then
+    ``[0, x_i]``, ``[y_i, 0]`` for each example, then ``[0, x_q]``: 2n + 2 columns, the
+    ``pos`` unit holding t / (2n + 1)), and writes its prediction to the scalar slot ``yhat``,
+    read at the query column. Its input bounds are the certified domain: ``x_norm`` and
+    ``y_bound`` default to them and may not exceed them. ``closed_form(X, y, xq)``, if given,
+    is what the program should compute for one prompt (numpy; with sympy-friendly operations
+    it is also what :func:`iclkit.verify.symbolic.prove_closed_form` proves)."""
+    if not isinstance(program, Program):
+        raise ValueError(f"from_program needs an iclkit.primitives.Program, got {type(program).__name__}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    check_sizes(d, n)
+    want = {"x": (d,), "y": ()}
+    for slot, shape in want.items():
+        if program.slots.get(slot) != shape or slot not in program.inputs:
+            raise ValueError(f"{name}: a construction's program reads the prompt through the input slot {slot!r} of "
+                             f"shape {shape} (docs/authoring.md); this one has "
+                             f"{'no input ' + repr(slot) if slot not in program.inputs else program.slots.get(slot)}")
+    extra = sorted(set(program.inputs) - set(want))
+    if extra:
+        raise ValueError(f"{name}: a construction's program has only the inputs 'x' and 'y'; this one also reads {extra}")
+    if program.slots.get("yhat") not in ((), (1,)):
+        raise ValueError(f"{name}: a construction's program writes its prediction to a scalar slot 'yhat'")
+    if closed_form is not None and not callable(closed_form):
+        raise ValueError(f"{name}: closed_form must be a function (X, y, xq) -> y_hat, got {type(closed_form).__name__}")
+    x_norm = program.inputs["x"] if x_norm is None else check_param("x_norm", x_norm)
+    y_bound = program.inputs["y"] if y_bound is None else check_param("y_bound", y_bound)
+    for what, value, bound, slot in (("x_norm", x_norm, program.inputs["x"], "x"), ("y_bound", y_bound, program.inputs["y"], "y")):
+        if value > bound:
+            raise ValueError(f"{name}: {what} {value:g} exceeds the program's bound {bound:g} on input {slot!r}: "
+                             "the certificate covers only inputs within it")
+    compiled = _compile(program, n, dtype, mode, levels)
+    return Construction(name, d, n, dict(params or {}), compiled, float(x_norm), float(y_bound), mode,
+                        closed_form=closed_form, origin="program")
 
 
 def is_symbolic(*values) -> bool:

@@ -59,6 +59,40 @@ class Compiled:
     placement: dict[int, int] = field(default_factory=dict)  # id(op) -> its layer
     context: Context | None = None  # domain-wide error context (LayerNorm reads per MLP layer)
     ln_pad: float = 1.0  # the LayerNorm pad P
+    fingerprint: dict[str, str] = field(default_factory=dict)  # tensor name -> digest of the compiled weights
+
+    def __post_init__(self) -> None:
+        self.config = self.model.cfg
+        self.fingerprint = weight_digests(self.model)
+
+    def check_model(self, strict: bool = True) -> None:
+        """Refuse to answer from a module whose weights are no longer the compiled ones (an
+        in-place edit, ``.float()``, ``.half().double()``): the bounds are for those weights
+        (``strict=False``: warn instead). Costs one hash of every tensor (benchmarks/guard.py
+        measures it against the forward pass)."""
+        problem = self.model_problem()
+        if problem and strict:
+            raise ValueError(problem)
+        if problem:
+            warnings.warn(problem + " (non-strict mode: the error bound does not hold)", stacklevel=3)
+
+    def model_problem(self) -> str | None:
+        """Why the module no longer holds the compiled weights, or None."""
+        model, name = self.model, self.program.name
+        if model.cfg != self.config:
+            return f"{name}: the model's configuration is no longer the compiled one; rebuild it"
+        wrong = next((p for p in model.parameters() if p.dtype != model.dtype), None)
+        if wrong is not None:
+            dtype = str(wrong.dtype).removeprefix("torch.")
+            return (f"{name}: the model's weights are {dtype}, it was compiled in {model.cfg.dtype} (e.g. after "
+                    f".float() or .half()); its bounds are for the compiled weights: build it with dtype='{dtype}' "
+                    "instead")
+        digests = weight_digests(model)
+        changed = sorted(set(digests) ^ set(self.fingerprint)) or [k for k, v in digests.items() if self.fingerprint[k] != v]
+        if changed:
+            return (f"{name}: tensor {changed[0]} is no longer the compiled one (edited in place or replaced); "
+                    "its bounds and certificates are for the compiled weights: rebuild it")
+        return None
 
     def propagate(self, ops: list[Op], errors: dict[str, float], slack: dict[str, float] | None = None) -> dict[str, float]:
         """Run the error analysis along a chain of ops, each reading the previous ones' results,
@@ -148,6 +182,7 @@ class Compiled:
         ``strict=False`` it warns instead. ``states=True`` also returns the named residual
         after every layer.
         """
+        self.check_model(strict)
         self.check_inputs(inputs, strict)
         self.check_intermediates(inputs, strict)
         with torch.no_grad():
@@ -205,6 +240,8 @@ def compile_program(
     L = layout.width
     R1 = sum(sizes[n] * slot_bounds[n] for n in program.slots) + 4.0  # + one, pos, pos2, bos
     R2 = sum(sizes[n] * slot_bounds[n] ** 2 for n in program.slots) + 4.0 + R1**2  # + the balance unit
+
+    check_memory(_least_parameters(L, layers, sizes, levels), dtype, program.name, at_least=True)
 
     # ---- constants ----------------------------------------------------------------------
     mlp_ops = [op for layer in layers for op in layer.mlp]
@@ -271,7 +308,7 @@ def compile_program(
         dtype=dtype,
         loop=find_loop([spec.key() for spec in layer_specs]),
     )
-    check_memory(cfg, program.name)
+    check_memory(cfg.num_parameters(), dtype, program.name)
     model = Transformer(cfg)
     with torch.no_grad():
         _write_embedding(model, layout, list(program.inputs), sizes, P, T_max)
@@ -300,6 +337,17 @@ def compile_program(
                     write_bounds, read_bounds, own, mechs, placement, ctx, P)
 
 
+def weight_digests(model: Transformer) -> dict[str, str]:
+    """A digest of every tensor of ``model`` (its bytes, dtype and shape)."""
+    out = {}
+    for name, tensor in model.state_dict().items():
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{tensor.dtype} {tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        out[name] = h.hexdigest()
+    return out
+
+
 def available_memory() -> float | None:
     """Bytes the OS could give this process now (Linux ``MemAvailable``), or None if unknown."""
     try:
@@ -312,14 +360,40 @@ def available_memory() -> float | None:
     return None
 
 
-def check_memory(cfg: TransformerConfig, name: str) -> None:
+def check_memory(parameters: int, dtype: str, name: str, at_least: bool = False) -> None:
     """Refuse, before allocating, a model whose weights would not fit in memory: building one
-    takes about 1.5 times its weights' bytes (measured: 1.1x to 1.4x for ridge at d = 8 to 32)."""
-    need = 1.5 * cfg.num_parameters() * torch.finfo(DTYPES[cfg.dtype]).bits / 8
+    takes about 1.5 times its weights' bytes (measured: 1.1x to 1.4x for ridge at d = 8 to 32).
+    ``at_least``: ``parameters`` is a lower bound, known from the schedule before any weight
+    is planned (so a model far too large is refused in seconds)."""
+    need = 1.5 * parameters * torch.finfo(DTYPES[dtype]).bits / 8
     free = available_memory()
     if free is not None and need > free:
-        raise ValueError(f"{name} would hold {cfg.num_parameters():,} parameters in {cfg.dtype}: building it takes "
-                         f"about {need / 2**30:.1f} GB and {free / 2**30:.1f} GB is available; use a smaller d or n")
+        raise ValueError(f"{name} would hold {'at least ' if at_least else ''}{parameters:,} parameters in {dtype}: "
+                         f"building it takes {'at least ' if at_least else 'about '}{need / 2**30:.1f} GB and "
+                         f"{free / 2**30:.1f} GB is available; use a smaller d or n")
+
+
+def _least_parameters(width: int, layers: list[Layer], sizes: dict[str, int], levels: int) -> int:
+    """A lower bound on a compiled model's stored parameters from its schedule alone, before
+    any weight is planned: every stored layer holds the widest layer's W_V, W_O (one head per
+    read pattern, a value entry per source entry) and W_in, W_out (a product's 4 GeLU units per
+    scale and entry pair; linear pairs for a division or an in-place update), and layers
+    that differ in their ops are stored apart."""
+    def units(op: Op) -> int:
+        own = 4 * levels * math.prod(op.shape) if isinstance(op, Mul) else 2 * sizes[op.dst]
+        return own + 2 * sizes[op.dst] * (op.dst in op.reads())
+
+    heads, values, hidden, kinds = 1, 1, 0, set()
+    for layer in layers:
+        patterns: dict = {0: set()}
+        for op in layer.attn:
+            for src, shift in ((op.src, None),) if isinstance(op, Mean) else zip(op.reads(), op.term_offsets()):
+                patterns.setdefault(shift, set()).add(src)
+        heads = max(heads, len(patterns))
+        values = max(values, max(sum(sizes[s] for s in sources) for sources in patterns.values()))
+        hidden = max(hidden, sum(units(op) for op in layer.mlp))
+        kinds.add(tuple((type(op).__name__, op.dst, op.reads()) for op in (*layer.attn, *layer.mlp, *layer.cleanups)))
+    return len(kinds) * 2 * width * (heads * values + hidden)
 
 
 def find_loop(keys: list[str]) -> tuple[int, int, int] | None:
@@ -348,7 +422,7 @@ def _out_terms(op: Op, sizes: dict[str, int]) -> int:
         return 2
     if not isinstance(op, Aff):
         return 1
-    count = sum(int((np.abs(W) > 0).sum(axis=1).max()) for _, W in op.matrices(sizes))
+    count = sum(op.row_nonzeros(term, sizes) for term in op.terms)
     return count + (op.bias is not None) + (not op.accumulate)
 
 

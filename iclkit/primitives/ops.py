@@ -12,11 +12,12 @@ before the start of the sequence it falls back to the BOS column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 Values = dict[str, np.ndarray]
+OPS: dict[str, type] = {}  # op class name -> class: how a program saved with a model is read back
 
 
 def shifted(value: np.ndarray, offset: int) -> np.ndarray:
@@ -45,6 +46,46 @@ def _is_symbolic(W) -> bool:
     return np.asarray(W).dtype == object
 
 
+def _check_coefficient(W, out_size: int, in_size: int) -> None:
+    """What :func:`_as_matrix` checks, without building a scalar's identity matrix."""
+    if np.ndim(W) == 0:
+        if out_size != in_size:
+            raise ValueError(f"a scalar coefficient needs equal sizes, got {out_size} <- {in_size}")
+    else:
+        _as_matrix(W, out_size, in_size)
+
+
+def _row_mass(W, out_size: int, in_size: int) -> float:
+    """The largest absolute row sum of a term's (out, in) matrix (|W| for a scalar W)."""
+    if np.ndim(W) == 0:
+        return abs(float(W))
+    return float(np.abs(_as_matrix(W, out_size, in_size)).sum(axis=1).max())
+
+
+def _encode(value, where: str):
+    """JSON-ready: arrays as ``{"array": nested lists}``, tuples as lists, numpy scalars as Python
+    numbers (floats round-trip exactly through JSON's shortest repr)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise ValueError(f"{where} is symbolic: a program of sympy expressions cannot be saved")
+        return {"array": value.tolist()}
+    if isinstance(value, (tuple, list)):
+        return [_encode(v, where) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(f"{where} is a {type(value).__name__}, which a saved program cannot hold (numbers and arrays)")
+
+
+def _decode(value):
+    if isinstance(value, dict) and set(value) == {"array"}:
+        return np.asarray(value["array"], dtype=float)
+    if isinstance(value, list):
+        return tuple(_decode(v) for v in value)
+    return value
+
+
 @dataclass(frozen=True)
 class Op:
     """Base class: one primitive operation writing slot ``dst``."""
@@ -53,6 +94,24 @@ class Op:
 
     kind = "attn"
     name = "op"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        OPS[cls.__name__] = cls
+
+    def to_dict(self) -> dict:
+        """The op as JSON-ready data (its class and every field), for a saved model's header."""
+        return {"op": type(self).__name__, **{f.name: _encode(getattr(self, f.name), f"{self.describe()}: {f.name}")
+                                               for f in fields(self)}}
+
+    @staticmethod
+    def from_dict(data: dict) -> "Op":
+        """The op :meth:`to_dict` wrote."""
+        data = dict(data)
+        kind = data.pop("op", None)
+        if kind not in OPS:
+            raise ValueError(f"unknown op {kind!r} (known: {', '.join(sorted(OPS))})")
+        return OPS[kind](**{k: _decode(v) for k, v in data.items()})
 
     def reads(self) -> tuple[str, ...]:
         raise NotImplementedError
@@ -101,6 +160,15 @@ class Aff(Op):
     def matrices(self, sizes: dict[str, int]) -> list[tuple[str, np.ndarray]]:
         return [(term[0], _as_matrix(term[1], sizes[self.dst], sizes[term[0]])) for term in self.terms]
 
+    def _mass(self, term: tuple, sizes: dict[str, int]) -> float:
+        return _row_mass(term[1], sizes[self.dst], sizes[term[0]])
+
+    def row_nonzeros(self, term: tuple, sizes: dict[str, int]) -> int:
+        """The most nonzero coefficients in one row of a term's matrix (a scalar's: 0 or 1)."""
+        if np.ndim(term[1]) == 0:
+            return int(term[1] != 0)
+        return int((np.abs(_as_matrix(term[1], sizes[self.dst], sizes[term[0]])) > 0).sum(axis=1).max())
+
     def bias_vector(self, size: int) -> np.ndarray | None:
         if self.bias is None:
             return None
@@ -115,7 +183,7 @@ class Aff(Op):
         problems = []
         for src, W, *_ in self.terms:
             try:
-                _as_matrix(W, sizes[self.dst], sizes[src])
+                _check_coefficient(W, sizes[self.dst], sizes[src])
             except ValueError as e:
                 problems.append(f"term {src!r}: {e}")
         try:
@@ -164,7 +232,7 @@ class Aff(Op):
     def input_mass(self, bounds, sizes) -> float:
         """Bound on |entry| of the result from the terms' bounds alone (no assertion); a zero
         term adds nothing, even from an unbounded slot."""
-        masses = ((float(np.abs(W).sum(axis=1).max()), bounds[src]) for src, W in self.matrices(sizes))
+        masses = ((self._mass(term, sizes), bounds[term[0]]) for term in self.terms)
         total = sum(mass * bound for mass, bound in masses if mass)
         b = self.bias_vector(sizes[self.dst])
         total += 0.0 if b is None else float(np.abs(b).max())
@@ -174,7 +242,7 @@ class Aff(Op):
         return self.bound if self.bound is not None else self.input_mass(bounds, sizes)
 
     def propagated_error(self, bounds, errors, sizes) -> float:
-        total = sum(float(np.abs(W).sum(axis=1).max()) * errors[src] for src, W in self.matrices(sizes))
+        total = sum(self._mass(term, sizes) * errors[term[0]] for term in self.terms)
         return total + errors[self.dst] if self.accumulate else total
 
     def describe(self) -> str:

@@ -65,6 +65,27 @@ class Program:
         self.inputs = dict(inputs)
         self.steps = _distinct(steps)
 
+    # ---- persistence ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The program as JSON-ready data: name, slots, input bounds and every step's op
+        (a saved model's header carries it, so a fresh process rebuilds it without the code
+        that wrote it)."""
+        def step(s):
+            return {"parallel": [op.to_dict() for op in s.ops]} if isinstance(s, Parallel) else s.to_dict()
+
+        return {"name": self.name, "slots": {n: list(s) for n, s in self.slots.items()},
+                "inputs": dict(self.inputs), "steps": [step(s) for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Program":
+        """The program :meth:`to_dict` wrote; ``ValueError`` naming what is malformed."""
+        try:
+            steps = [Parallel(*map(Op.from_dict, s["parallel"])) if "parallel" in s else Op.from_dict(s)
+                     for s in data["steps"]]
+            return cls({n: tuple(s) for n, s in data["slots"].items()}, data["inputs"], steps, name=data["name"])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"malformed program data ({type(e).__name__}: {e})") from None
+
     # ---- structure -----------------------------------------------------------------------
     @property
     def ops(self) -> list[Op]:
@@ -202,7 +223,84 @@ class Program:
         if mode not in ("faithful", "fused"):
             raise ValueError(f"mode must be 'faithful' or 'fused', got {mode!r}")
         self.validate()
-        return _faithful(self.steps) if mode == "faithful" else _fused(self.ops)
+        layers = _faithful(self.steps) if mode == "faithful" else _fused(self.ops)
+        found = self.schedule_problems(layers)
+        if found:  # the scheduler's own invariant: never compile a schedule that computes something else
+            raise ProgramError(found)
+        return layers
+
+    def schedule_problems(self, layers: list[Layer]) -> list[Problem]:
+        """Every way ``layers``, run with a decoder layer's semantics, computes something other
+        than the program (empty when it computes the program).
+
+        The semantics: a layer's attention reads the residual as it was before the layer; so
+        do a division's pad swap (it reads the divisor) and the removal of the previous
+        layer's division pads (which must read the divisor the swap read); each attention
+        write overwrites or adds; an MLP op's target is cleared by the attention (unless the
+        op updates it in place); the MLP reads the residual after the attention. A sublayer
+        writes each slot at most once. Dataflow is compared by *versions*: the program step
+        whose result a slot holds. Every read of every op must see the version the program
+        order gives it, and every slot must end in the program's final version."""
+        index = {id(op): i for i, step in enumerate(self.steps)
+                 for op in (step.ops if isinstance(step, Parallel) else (step,))}
+        initial = {s: ("input" if s in self.inputs else "zero") for s in (*self.slots, *READABLE_SYSTEM)}
+        expected: dict[int, dict[str, object]] = {}  # id(op) -> the version of each slot it reads
+        version = dict(initial)
+        for i, step in enumerate(self.steps):
+            group = step.ops if isinstance(step, Parallel) else (step,)
+            for op in group:
+                expected[id(op)] = {s: version[s] for s in op.reads()}
+            for op in group:
+                version[op.dst] = i
+        final = version
+        found: list[Problem] = []
+        scheduled = [op for layer in layers for op in (*layer.attn, *layer.mlp)]
+        if sorted(map(id, scheduled)) != sorted(map(id, self.ops)):
+            found.append(Problem(-1, "schedule", "the layers do not hold each of the program's ops exactly once"))
+            return found
+
+        def reads(op: Op, state: dict, slots, where: str, layer: int) -> None:
+            for s in slots:
+                if state[s] != expected[id(op)][s]:
+                    def name(v):
+                        return f"step {v}'s result" if isinstance(v, int) else f"the {v} value"
+                    found.append(Problem(index[id(op)], op.describe(),
+                                         f"layer {layer} {where} reads {s!r} holding {name(state[s])}; the program "
+                                         f"reads {name(expected[id(op)][s])}"))
+
+        version = dict(initial)
+        swapped: dict[int, object] = {}  # id(div) -> the divisor version its pad swap read
+        for L, layer in enumerate(layers):
+            divs = [op for op in layer.mlp if isinstance(op, Div)]
+            attn_writes = [op.dst for op in layer.attn] + [op.dst for op in layer.mlp if op.dst not in op.reads()]
+            mlp_writes = [op.dst for op in layer.mlp]
+            for where, writes in (("attention", attn_writes), ("MLP", mlp_writes)):
+                twice = sorted({s for s in writes if writes.count(s) > 1})
+                if twice:
+                    found.append(Problem(-1, f"layer {L}", f"its {where} writes {twice} more than once"))
+            for div in layer.cleanups:
+                if version[div.den] != swapped.get(id(div)):
+                    found.append(Problem(index[id(div)], div.describe(),
+                                         f"layer {L} attention removes the division pads with another value of "
+                                         f"{div.den!r} than the one that set them"))
+            for op in layer.attn:
+                reads(op, version, op.reads(), "attention", L)
+            for div in divs:  # the pad swap: LayerNorm's scale is set from the divisor before the layer
+                reads(div, version, (div.den,), "attention (the division's pad swap)", L)
+                swapped[id(div)] = version[div.den]
+            for op in layer.attn:
+                version[op.dst] = index[id(op)]
+            for op in layer.mlp:
+                if op.dst not in op.reads():
+                    version[op.dst] = "cleared"
+            for op in layer.mlp:
+                reads(op, version, [s for s in op.reads() if not (isinstance(op, Div) and s == op.den)], "MLP", L)
+            for op in layer.mlp:
+                version[op.dst] = index[id(op)]
+        for s in self.slots:
+            if version[s] != final[s]:
+                found.append(Problem(-1, "schedule", f"slot {s!r} ends holding another value than the program's"))
+        return found
 
 
 def _distinct(steps: list[Op | Parallel]) -> list[Op | Parallel]:
@@ -281,7 +379,7 @@ def _fused(ops: list[Op]) -> list[Layer]:
         earliest_write = max(last_write.get(op.dst, -1), last_read.get(op.dst, -1)) + 1
         is_div = isinstance(op, Div)
         den = op.den if is_div else None
-        L = 0
+        L = max(0, (max(earliest_read, earliest_write) - 1) // 2)  # no earlier layer meets both orders
         while True:
             if op.kind == "attn":
                 sub = 2 * L
@@ -290,8 +388,11 @@ def _fused(ops: list[Op]) -> list[Layer]:
                 sub = 2 * L + 1
                 in_place = op.dst in reads
                 clear_ok = in_place or (fits(2 * L, set(), {op.dst}, None) and 2 * L >= earliest_write)
+                # a division's attention swaps the pads for +-M den: it reads the divisor before the layer
+                swap_ok = not is_div or (2 * L > last_write.get(op.den, -1) and fits(2 * L, {op.den}, set(), None))
                 cleanup_ok = not is_div or fits(2 * L + 2, {op.den}, set(), None)
-                ok = sub >= earliest_read and clear_ok and cleanup_ok and fits(sub, reads, {op.dst}, den)
+                ok = (sub >= earliest_read and sub >= earliest_write and clear_ok and swap_ok and cleanup_ok
+                      and fits(sub, reads, {op.dst}, den))
             if ok:
                 break
             L += 1
@@ -302,6 +403,7 @@ def _fused(ops: list[Op]) -> list[Layer]:
                 occupy(2 * L, set(), {op.dst})
             occupy(2 * L + 1, reads, {op.dst}, den)
             if is_div:
+                occupy(2 * L, {op.den}, set())
                 occupy(2 * L + 2, {op.den}, set())
                 last_read[op.den] = max(last_read.get(op.den, -1), 2 * L + 2)
         for s in reads:

@@ -244,15 +244,44 @@ class Transformer(nn.Module):
         tensors = {name: p.detach().contiguous() for name, p in self.state_dict().items()}
         save_file(tensors, str(path), metadata=meta)
 
-    @classmethod
-    def load(cls, path: str | Path) -> tuple["Transformer", dict]:
-        """Read a model written by :meth:`save`; returns the model and its metadata."""
+    @staticmethod
+    def read_header(path: str | Path) -> tuple[TransformerConfig, dict]:
+        """The configuration and metadata a file written by :meth:`save` holds, without its
+        tensors; ``ValueError`` naming what is wrong with a header that is not one."""
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a file that is not one
+            raise ValueError(f"{path} is not a safetensors model file: {type(e).__name__}: {e}") from None
         if "config" not in header:
             raise ValueError(f"{path} is not an iclkit model file (no config in its header)")
-        model = cls(TransformerConfig(**json.loads(header["config"])))
-        model.load_state_dict(load_file(str(path)))
-        return model, json.loads(header.get("iclkit", "{}"))
+        try:
+            config, meta = json.loads(header["config"]), json.loads(header.get("iclkit", "{}"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: its header is not valid JSON ({e})") from None
+        try:
+            return TransformerConfig(**config), meta
+        except TypeError as e:
+            raise ValueError(f"{path}: its header's model configuration has a field iclkit does not know ({e})") from None
+
+    @classmethod
+    def load(cls, path: str | Path, cfg: TransformerConfig | None = None) -> tuple["Transformer", dict]:
+        """Read a model written by :meth:`save` (with ``cfg``: into a model of that
+        configuration instead of the header's); returns the model and its metadata.
+        ``ValueError`` naming the first tensor that is missing, extra or of another shape or dtype."""
+        header_cfg, meta = cls.read_header(path)
+        model = cls(cfg or header_cfg)
+        tensors = load_file(str(path))
+        want = model.state_dict()
+        for name in sorted(set(want) | set(tensors)):
+            if name not in tensors or name not in want:
+                raise ValueError(f"{path}: tensor {name} is {'missing' if name not in tensors else 'not in the model'}"
+                                 " (the header's configuration and the tensors disagree)")
+            if tensors[name].shape != want[name].shape or tensors[name].dtype != want[name].dtype:
+                raise ValueError(f"{path}: tensor {name} has shape {tuple(tensors[name].shape)} and dtype "
+                                 f"{tensors[name].dtype}, the configuration needs {tuple(want[name].shape)} and "
+                                 f"{want[name].dtype}")
+        model.load_state_dict(tensors)
+        return model, meta

@@ -20,13 +20,16 @@ from iclkit.verify.strategies import problems, program_inputs, programs
 T = 6
 
 
-@given(program=programs(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 2**16))
-def compiled_equals_interpreter(program, dtype, seed):
-    """A random valid program compiled to a transformer equals its numpy interpreter within its
-    finite bound, or is refused by name: in float32 for a coefficient float32 cannot hold, in
-    either dtype for an op no constants can make accurate (e.g. a 1e-158 operand beside 1)."""
+@given(program=programs(), dtype=st.sampled_from(["float64", "float32"]), mode=st.sampled_from(["fused", "faithful"]),
+       seed=st.integers(0, 2**16))
+def compiled_equals_interpreter(program, dtype, mode, seed):
+    """A random valid program (computed divisors, in-place and accumulating writes, overwrites,
+    back-to-back divisions, means, Parallel groups) compiled to a transformer, fused or
+    faithful, equals its numpy interpreter within its finite bound, or is refused by name: in
+    float32 for a coefficient float32 cannot hold, in either dtype for an op no constants can
+    make accurate (e.g. a 1e-158 operand beside 1)."""
     try:
-        compiled = compile_program(program, max_len=T, dtype=dtype)
+        compiled = compile_program(program, max_len=T, dtype=dtype, mode=mode)
     except ProgramError as e:
         assert dtype == "float32" and "in float32" in str(e), e
         return
@@ -37,7 +40,8 @@ def compiled_equals_interpreter(program, dtype, seed):
     out, ref = compiled.run(vals), compiled.interpret(vals)
     for slot in program.slots:
         err = np.abs(out[slot] - ref[slot]).max()
-        assert np.isfinite(compiled.error_bounds[slot]) and err <= compiled.error_bounds[slot], (slot, err, compiled.error_bounds[slot], [op.describe() for op in program.ops])
+        assert np.isfinite(compiled.error_bounds[slot]) and err <= compiled.error_bounds[slot], \
+            (mode, slot, err, compiled.error_bounds[slot], [op.describe() for op in program.ops])
 
 
 @lru_cache(maxsize=48)

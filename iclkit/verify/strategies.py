@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from iclkit.primitives import Program, aff, div, dot, mov, mul
+from iclkit.primitives import Mean, Parallel, Program, aff, div, dot, mov, mul
 
 
 @st.composite
@@ -20,39 +20,87 @@ def problems(draw, d=st.integers(1, 4), n=st.integers(1, 6), scale=st.floats(0.2
     return X, X @ w + draw(noise) * rng.standard_normal(n_), s * rng.standard_normal(d_)
 
 
+OP_KINDS = ("mov", "aff", "mean", "mul", "dot", "div", "divisor by attention", "divisor by mlp", "parallel")
+
+
 @st.composite
-def programs(draw, max_ops: int = 5, size=st.integers(1, 3)):
-    """A random valid program: inputs ``a``, ``b`` (vectors) and ``c`` (scalar divisor with
-    |c| >= 1), then ops each reading earlier slots and writing a fresh one."""
+def programs(draw, max_ops: int = 6, size=st.integers(1, 3), kinds=st.sampled_from(OP_KINDS)):
+    """A random valid program of the shapes users write: inputs ``a``, ``b`` (vectors), ``c``
+    (a scalar) and ``e`` (a scalar divisor, |e| >= 1), then ops reading earlier slots: moves
+    (some accumulating), affine maps, causal means, products (some in place), dots, divisions
+    by ``e`` or by a divisor the program computes (in attention, ``1.5 + s / (4 B_s)``; in an
+    MLP, ``u.u + 1``, ridge's pattern), back-to-back divisions, overwrites of an earlier slot
+    and :class:`Parallel` pairs."""
     k = draw(size)
-    slots = {"a": (k,), "b": (k,), "c": ()}
-    inputs = {"a": 1.0, "b": 1.0, "c": 2.0}
-    vectors, steps = ["a", "b"], []
+    slots: dict[str, tuple] = {"a": (k,), "b": (k,), "c": (), "e": ()}
+    inputs = {"a": 1.0, "b": 1.0, "c": 1.0, "e": 2.0}
+    vectors, scalars, steps = ["a", "b"], ["c", "e"], []
+    divisors = {"e": 1.0}  # scalar slot -> the lower bound on its |value| (never overwritten)
+    # coefficients 0 or of magnitude >= 1e-3 (a tiny one is refused where it would be subnormal in float32)
+    coef = st.floats(-1, 1).filter(lambda x: x == 0 or abs(x) >= 1e-3)
+
+    def target(fresh: str, avoid: str = "") -> tuple[str, bool]:
+        """A fresh vector slot, or now and then an earlier written one (an overwrite; never ``avoid``)."""
+        written = [s for s in vectors if s not in inputs and s != avoid]
+        if written and draw(st.integers(0, 3)) == 0:
+            return draw(st.sampled_from(written)), False
+        slots[fresh] = (k,)
+        vectors.append(fresh)
+        return fresh, True
+
+    def divisor(i: int, kind: str) -> str:
+        """A scalar slot whose |value| the program guarantees (the lower bound in ``divisors``)."""
+        name = f"den{i}"
+        slots[name] = ()
+        if kind == "attention":  # written by an aff: 1.5 + s / (4 B_s) >= 1.25
+            s = draw(st.sampled_from(scalars))
+            bound = Program(dict(slots), inputs, steps).bounds()[0][s]
+            steps.append(aff(name, (s, 0.25 / bound if bound > 0 else 0.0), bias=1.5))
+            divisors[name] = 1.25
+        else:  # written by an MLP dot: u.u + 1 >= 1
+            u = draw(st.sampled_from(vectors))
+            steps.append(dot(name, u, u, k, bias=1.0))
+            divisors[name] = 1.0
+        scalars.append(name)
+        return name
+
     for i in range(draw(st.integers(1, max_ops))):
-        kind = draw(st.sampled_from(["mov", "aff", "mul", "dot", "div"]))
+        kind = draw(kinds)
         u, v = draw(st.sampled_from(vectors)), draw(st.sampled_from(vectors))
-        dst = f"s{i}"
-        if kind == "dot":  # scalar result, used only as a leaf
-            slots[dst] = ()
-            steps.append(dot(dst, u, v, k))
-            continue
-        slots[dst] = (k,)
+        s = draw(st.sampled_from(scalars))
         if kind == "mov":
-            steps.append(mov(dst, u, draw(st.integers(0, 3))))
+            dst, fresh = target(f"v{i}")
+            steps.append(mov(dst, u, draw(st.integers(0, 3)), accumulate=not fresh and dst != u and draw(st.booleans())))
         elif kind == "aff":
-            coef = st.floats(-2, 2, allow_subnormal=False)  # subnormal coefficients are refused (no underflow model)
-            steps.append(aff(dst, (u, draw(coef)), (v, draw(coef)), bias=draw(st.floats(-1, 1, allow_subnormal=False))))
-        elif kind == "mul":  # elementwise-free: (k x 1) @ (1 x 1) with the divisor as the scalar
-            steps.append(mul(dst, u, "c", (k, 1, 1)))
-        else:
-            steps.append(div(dst, u, "c", den_min=1.0))
-        vectors.append(dst)
+            steps.append(aff(target(f"v{i}")[0], (u, draw(coef)), (v, draw(coef)), bias=draw(coef)))
+        elif kind == "mean":
+            steps.append(Mean(target(f"v{i}")[0], src=u))
+        elif kind == "mul":  # (k x 1) @ (1 x 1): a vector times a scalar, now and then in place
+            in_place = u not in inputs and draw(st.booleans())
+            steps.append(mul(u if in_place else target(f"v{i}")[0], u, s, (k, 1, 1)))
+        elif kind == "dot":
+            slots[f"s{i}"] = ()
+            scalars.append(f"s{i}")
+            steps.append(dot(f"s{i}", u, v, k))
+        elif kind == "div":  # by a divisor written earlier (back to back, if it was just written), or by e
+            den = draw(st.sampled_from(sorted(divisors)))
+            steps.append(div(target(f"v{i}", avoid=u)[0], u, den, den_min=divisors[den]))
+        elif kind.startswith("divisor by"):
+            den = divisor(i, kind.split()[-1])
+            steps.append(div(target(f"v{i}", avoid=u)[0], u, den, den_min=divisors[den]))
+        else:  # two ops in one layer, each writing a fresh slot from earlier ones
+            first, second = f"p{i}", f"q{i}"
+            slots[first], slots[second] = (k,), ()
+            steps.append(Parallel(aff(first, (u, draw(coef)), bias=draw(coef)), dot(second, u, v, k)))
+            vectors.append(first)
+            scalars.append(second)
     return Program(slots, inputs, steps)
 
 
 def program_inputs(program: Program, batch: int, T: int, seed: int) -> dict[str, np.ndarray]:
-    """Inputs filling each input's bound (the divisor kept at |c| >= 1)."""
+    """Inputs filling each input's bound (the divisor ``e`` kept at |e| >= 1)."""
     rng = np.random.default_rng(seed)
     vals = {n: rng.uniform(-b, b, (batch, T, *program.slots[n])) for n, b in program.inputs.items()}
-    vals["c"] = np.sign(vals["c"]) * np.maximum(np.abs(vals["c"]), 1.0)
+    if "e" in vals:
+        vals["e"] = np.sign(vals["e"]) * np.maximum(np.abs(vals["e"]), 1.0)
     return vals

@@ -524,3 +524,14 @@ def attention_layer_matches(compiled, T: int) -> bool:
         if sp.simplify(sum(new[j] for j, lab in enumerate(labels) if lab not in ("pad+", "pad-", "div+", "div-"))) != 0:
             return False
     return True
+
+
+def prove_program(program: Program, closed_form, d: int, n: int) -> bool:
+    """``program`` (built for n examples) computes ``closed_form(X, y, xq)`` on every prompt of
+    n examples in d dimensions: both on real symbols, the difference cancelled exactly (a
+    rational function; a division on symbols divides by the divisor itself, so the proof
+    holds where the divisors are positive). Write the program's parameters as sympy symbols
+    to prove it for every value of them (docs/authoring.md)."""
+    X, y, xq, _ = symbolic_prompt(d, n)
+    diff = program_prediction(program, X, y, xq, t_max=2 * n + 1) - closed_form(X, y, xq)
+    return sp.cancel(sp.together(sp.expand(diff))) == 0

@@ -363,11 +363,24 @@ def prove_embedding(model: Transformer, compiled) -> None:
         raise WeightProofError(f"the readout reads more than {compiled.output}")
 
 
+def prove_dataflow(compiled) -> None:
+    """The layers the weights were shown to be, run with the decoder layer's semantics
+    (attention on the residual before the layer, the MLP on the residual after it), compute
+    the program: every op reads the values the program order gives it and every slot ends with
+    the program's value (:meth:`Program.schedule_problems`). Raises WeightProofError naming
+    the layer of the first read that differs."""
+    found = compiled.program.schedule_problems(compiled.schedule)
+    if found:
+        raise WeightProofError("the layers do not compute the program: " + "; ".join(map(str, found)))
+
+
 def prove_weights(model: Transformer, compiled) -> list[Selection]:
     """Every tensor of ``model`` against the program of ``compiled``: embedding, positions and
-    readout; each applied layer's attention (selection, then W_V W_O) and MLP units."""
+    readout; each applied layer's attention (selection, then W_V W_O) and MLP units; then the
+    dataflow of those layers, in the order a layer computes, against the program's order."""
     prove_embedding(model, compiled)
     found = prove_attention(model, compiled.layout, compiled.schedule)
     prove_attention_maps(model, compiled, found)
     prove_mlp(model, compiled)
+    prove_dataflow(compiled)
     return found
