@@ -17,6 +17,39 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 DEFAULT_CASES = [(2, 1), (8, 1), (8, 8)]
 
 
+def _integer(least: int):
+    """An argparse type: an integer >= ``least`` (a bad value is a one-line usage error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {least}"
+    return parse
+
+
+def _real(least: float | None = None, strict: bool = False):
+    """An argparse type: a finite real number (>= ``least``, or > it with ``strict``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be finite, got {value}")
+        if least is not None and (value <= least if strict else value < least):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {least:g}, got {value:g}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+POSITIVE, NATURAL = _integer(1), _integer(0)
+
+
 def _fmt(x: float) -> str:
     return f"{x:.2e}" if np.isfinite(x) else "inf"
 
@@ -39,7 +72,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for col in ("construction", "mode", "d", "n", "layers (applied)", "width", "parameters (stored)", "max error", "per-prompt cert.",
                 "domain-wide bound", "rel. error", "target", "pass"):
         table.add_column(col, justify="right")
-    failed, refusals = 0, []
+    failed, checked, refusals = 0, 0, []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("verifying", total=len(jobs))
         for name, mode, d, n in jobs:
@@ -50,6 +83,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 table.add_row(name, mode, str(d), str(n), *["-"] * 8, f"[yellow]refused[/]: {e}")
                 progress.advance(task)
                 continue
+            checked += 1
             failed += row.status == "FAIL"
             if row.refused:
                 refusals.append(f"{name} {mode} d={d} n={n}: {row.refused}")
@@ -59,6 +93,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           {"pass": "[green]pass[/]", "no bound": "[yellow]no bound[/]", "FAIL": "[red]FAIL[/]"}[row.status])
             progress.advance(task)
     console.print(table)
+    if checked == 0:
+        console.print("[red]nothing was checked[/]: every construction was refused at build")
+        return 1
     for refusal in refusals:
         console.print(f"[red]refused in-domain prompts[/] {refusal}")
     console.print("pass = every prompt's error <= its own finite per-prompt certificate and <= the finite "
@@ -369,29 +406,29 @@ def main(argv: list[str] | None = None) -> int:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--constructions", nargs="+", default=list(REGISTRY), choices=list(REGISTRY))
-        p.add_argument("--d", nargs="+", type=int, default=None)
-        p.add_argument("--n", nargs="+", type=int, default=None)
+        p.add_argument("--d", nargs="+", type=POSITIVE, default=None)
+        p.add_argument("--n", nargs="+", type=POSITIVE, default=None)
         p.add_argument("--modes", nargs="+", default=["fused", "faithful"], choices=["fused", "faithful"])
         p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
 
     def construction_options(p: argparse.ArgumentParser) -> None:  # one construction and its parameters
         p.add_argument("construction", choices=list(REGISTRY))
-        p.add_argument("--d", type=int, required=True)
-        p.add_argument("--n", type=int, default=1)
-        p.add_argument("--lr", type=float, default=None, help="default: the paper's 0.01 (sgd, gd)")
-        p.add_argument("--lam", type=float, default=None, help="default: the paper's 0.1")
+        p.add_argument("--d", type=POSITIVE, required=True)
+        p.add_argument("--n", type=POSITIVE, default=1)
+        p.add_argument("--lr", type=_real(0, strict=True), default=None, help="default: the paper's 0.01 (sgd, gd)")
+        p.add_argument("--lam", type=_real(0), default=None, help="default: the paper's 0.1")
         p.add_argument("--mode", nargs=1, default=["fused"], choices=["fused", "faithful"])
         p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
 
     p = sub.add_parser("verify", help="build every construction and check it against its closed form")
     common(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trials", type=int, default=32)
+    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument("--trials", type=POSITIVE, default=32)
     p.add_argument("--symbolic", action="store_true", help="run the sympy proofs instead (same as `iclkit prove`)")
     p.add_argument("--property", action="store_true", help="run the hypothesis property suites instead")
-    p.add_argument("--examples", type=int, default=200, help="hypothesis examples per property")
+    p.add_argument("--examples", type=POSITIVE, default=200, help="hypothesis examples per property")
     p.add_argument("--only", nargs="+", default=None, metavar="PROPERTY", help="with --property: run only these")
-    p.add_argument("--max-d", dest="max_d", type=int, default=3)
+    p.add_argument("--max-d", dest="max_d", type=POSITIVE, default=3)
     p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("sizes", help="layers, heads, widths and parameters beside the paper's counts")
@@ -412,14 +449,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run a saved model on prompts (an .npz with X, y, xq) or random ones")
     p.add_argument("file")
     p.add_argument("--prompts", default=None)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=POSITIVE, default=8)
+    p.add_argument("--seed", type=NATURAL, default=0)
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("prove", help="symbolic proofs (sympy) of every primitive and both theorems; with FILE, "
                                      "what a saved model's weights show")
     p.add_argument("file", nargs="?", default=None, help="a saved construction (iclkit build --out)")
-    p.add_argument("--max-d", dest="max_d", type=int, default=3)
+    p.add_argument("--max-d", dest="max_d", type=POSITIVE, default=3)
     p.set_defaults(fn=cmd_prove)
 
     def learner_options(p: argparse.ArgumentParser, out: str) -> None:
@@ -427,43 +464,43 @@ def main(argv: list[str] | None = None) -> int:
 
         default = LearnerSpec()
         for name in ("d", "n", "layers", "width", "heads", "steps", "batch", "seed"):
-            p.add_argument(f"--{name}", type=int, default=getattr(default, name))
+            p.add_argument(f"--{name}", type=NATURAL if name == "seed" else POSITIVE, default=getattr(default, name))
         for name in ("lr", "curriculum", "sigma"):
-            p.add_argument(f"--{name}", type=float, default=getattr(default, name))
+            p.add_argument(f"--{name}", type=_real(0, strict=name == "lr"), default=getattr(default, name))
         p.add_argument("--cache", default="runs/learners", help="trained learners, keyed by spec, shared by all commands")
         p.add_argument("--out", default=out, help="folder for the JSON, CSV and PNG")
 
     p = sub.add_parser("train", help="train one in-context learner (checkpoint, loss curve)")
     learner_options(p, "runs/train")
-    p.add_argument("--log-every", dest="log_every", type=int, default=100)
+    p.add_argument("--log-every", dest="log_every", type=POSITIVE, default=100)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("compare", help="a learner against every predictor and two constructions: SPD, ILWD (Fig. 1)")
     learner_options(p, "runs/compare")
     p.add_argument("--model", default=None, help="a learner file; default: the spec options' learner from the cache")
-    p.add_argument("--prompts", type=int, default=256)
-    p.add_argument("--queries", type=int, default=32)
-    p.add_argument("--x-scale", dest="x_scale", type=float, default=1.0, help="test inputs x ~ N(shift, scale^2 I)")
-    p.add_argument("--x-shift", dest="x_shift", type=float, default=0.0)
+    p.add_argument("--prompts", type=POSITIVE, default=256)
+    p.add_argument("--queries", type=POSITIVE, default=32)
+    p.add_argument("--x-scale", dest="x_scale", type=_real(0, strict=True), default=1.0, help="test inputs x ~ N(shift, scale^2 I)")
+    p.add_argument("--x-shift", dest="x_shift", type=_real(), default=0.0)
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("noise-sweep", help="best-fitting ridge lambda vs the training noise (Fig. 2)")
     learner_options(p, "runs/noise-sweep")
-    p.add_argument("--ratios", nargs="+", type=float, default=[0.0, 1 / 16, 1 / 4], help="(sigma/tau)^2 values")
-    p.add_argument("--lams", nargs="+", type=float, default=[0.0, 1 / 16, 1 / 9, 1 / 4, 4 / 9])
+    p.add_argument("--ratios", nargs="+", type=_real(0), default=[0.0, 1 / 16, 1 / 4], help="(sigma/tau)^2 values")
+    p.add_argument("--lams", nargs="+", type=_real(0), default=[0.0, 1 / 16, 1 / 9, 1 / 4, 4 / 9])
     p.set_defaults(fn=cmd_noise_sweep)
 
     p = sub.add_parser("phase", help="depth and width sweep: closest to GD, ridge or OLS (Fig. 3)")
     learner_options(p, "runs/phase")
-    p.add_argument("--depths", nargs="+", type=int, default=[1, 2, 6])
-    p.add_argument("--widths", nargs="+", type=int, default=[16, 32, 64])
+    p.add_argument("--depths", nargs="+", type=POSITIVE, default=[1, 2, 6])
+    p.add_argument("--widths", nargs="+", type=POSITIVE, default=[16, 32, 64])
     p.set_defaults(fn=cmd_phase)
 
     p = sub.add_parser("probe", help="linear and MLP probes for X^T y and w_OLS, per layer (Fig. 4)")
     learner_options(p, "runs/probe")
     p.add_argument("--model", default=None, help="a learner file; default: the spec options' learner from the cache")
-    p.add_argument("--prefixes", nargs="+", type=int, default=None, help="numbers of examples (default d and n)")
-    p.add_argument("--probe-steps", dest="probe_steps", type=int, default=3000)
+    p.add_argument("--prefixes", nargs="+", type=POSITIVE, default=None, help="numbers of examples (default d and n)")
+    p.add_argument("--probe-steps", dest="probe_steps", type=POSITIVE, default=3000)
     p.set_defaults(fn=cmd_probe)
 
     args = parser.parse_args(argv)

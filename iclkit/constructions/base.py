@@ -326,8 +326,8 @@ def from_program(program: Program, *, name: str, d: int, n: int, params: dict | 
         raise ValueError(f"{name}: a construction's program writes its prediction to a scalar slot 'yhat'")
     if closed_form is not None and not callable(closed_form):
         raise ValueError(f"{name}: closed_form must be a function (X, y, xq) -> y_hat, got {type(closed_form).__name__}")
-    x_norm = program.inputs["x"] if x_norm is None else check_param("x_norm", x_norm)
-    y_bound = program.inputs["y"] if y_bound is None else check_param("y_bound", y_bound)
+    x_norm = program.inputs["x"] if x_norm is None else check_magnitude("x_norm", check_param("x_norm", x_norm))
+    y_bound = program.inputs["y"] if y_bound is None else check_magnitude("y_bound", check_param("y_bound", y_bound))
     for what, value, bound, slot in (("x_norm", x_norm, program.inputs["x"], "x"), ("y_bound", y_bound, program.inputs["y"], "y")):
         if value > bound:
             raise ValueError(f"{name}: {what} {value:g} exceeds the program's bound {bound:g} on input {slot!r}: "
@@ -349,22 +349,39 @@ class NoBounds(dict):
         return None
 
 
+MAGNITUDE = 1e30  # parameters and domain bounds are sized for magnitudes in [1/MAGNITUDE, MAGNITUDE]
+
+
+def check_magnitude(name: str, value: float) -> float:
+    """``value`` (already a checked real number), refused by name if it is nonzero and outside
+    the magnitudes the constructions' bounds are computed for: beyond them a bound overflows
+    float64 or a reciprocal does."""
+    if value and not 1 / MAGNITUDE <= abs(value) <= MAGNITUDE:
+        raise ValueError(f"{name} = {value:g} is outside the magnitudes iclkit sizes its constants for "
+                         f"({1 / MAGNITUDE:g} to {MAGNITUDE:g}): its bounds would overflow float64")
+    return value
+
+
 def step_params(name: str, d: int, n: int, lr: float, lam: float, w0, x_norm, y_bound):
     """Validate a gradient method's parameters; fill in w0 = 0 and the default domain."""
     check_sizes(d, n)
-    check_param("lr", lr)
-    check_param("lam", lam, zero_ok=True)
-    return check_w0(w0, d), *domain_params(d, x_norm, y_bound)
+    check_magnitude("lr", check_param("lr", lr))
+    check_magnitude("lam", check_param("lam", lam, zero_ok=True))
+    w0 = check_w0(w0, d)
+    check_magnitude("|w0|", float(np.linalg.norm(w0)) if np.all(np.abs(w0) <= MAGNITUDE) else float("inf"))
+    return w0, *domain_params(d, x_norm, y_bound)
 
 
 def domain_params(d: int, x_norm, y_bound) -> tuple[float, float]:
     """The certified domain's |x| and |y| bounds, checked, defaults filled in."""
-    x_norm = default_x_norm(d) if x_norm is None else check_param("x_norm", x_norm)
-    return x_norm, default_y_bound(d) if y_bound is None else check_param("y_bound", y_bound)
+    x_norm = default_x_norm(d) if x_norm is None else check_magnitude("x_norm", check_param("x_norm", x_norm))
+    return x_norm, default_y_bound(d) if y_bound is None else check_magnitude("y_bound", check_param("y_bound", y_bound))
 
 
 def as_real_array(a, name: str) -> np.ndarray:
     """``a`` as a float array; complex, boolean and non-numeric input is refused by name."""
+    if isinstance(a, torch.Tensor):  # predict runs without autograd: a tensor that requires grad is read as values
+        a = a.detach().cpu().numpy()
     arr = np.asarray(a)
     if arr.dtype == bool or np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == object):
         raise ValueError(f"{name} must hold real numbers, got an array of {arr.dtype}")

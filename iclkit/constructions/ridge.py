@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import (Construction, NoBounds, build, check_param, check_sizes, default_x_norm,
-                                       domain_params, is_symbolic)
+from iclkit.constructions.base import (Construction, NoBounds, build, check_magnitude, check_param, check_sizes,
+                                       default_x_norm, domain_params, is_symbolic)
 from iclkit.primitives import Aff, Parallel, Program, aff, div, dot, mov, mul
 
 
@@ -116,9 +116,10 @@ def ridge(d: int, n: int, *, lam: float, x_norm: float | None = None, y_bound: f
     ``x_norm``/``y_bound`` set the certified domain, ``w_bound`` the iterates' (default
     :func:`default_w_bound`; a prompt whose exact iterates exceed it is refused)."""
     check_sizes(d, n)
-    check_param("lam", lam)
+    check_magnitude("lam", check_param("lam", lam))
     x_norm, y_bound = domain_params(d, x_norm, y_bound)
-    w_bound = default_w_bound(d, n, lam, x_norm, y_bound) if w_bound is None else check_param("w_bound", w_bound)
+    w_bound = default_w_bound(d, n, lam, x_norm, y_bound) if w_bound is None else \
+        check_magnitude("w_bound", check_param("w_bound", w_bound))
     program = ridge_program(d, n, lam=lam, x_norm=x_norm, y_bound=y_bound, mode=mode, w_bound=w_bound)
     paper = {"layers": 14 if n == 1 else None, "rows": 3 + 5 * d + 3 * d * d}
     c = build("ridge", program, d=d, n=n, params={"lam": lam}, x_norm=x_norm, y_bound=y_bound,

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclkit.constructions.base import (Construction, NoBounds, build, check_param, default_x_norm, is_symbolic,
-                                       step_params)
+from iclkit.constructions.base import (Construction, NoBounds, build, check_magnitude, check_param, default_x_norm,
+                                       is_symbolic, step_params)
 from iclkit.primitives import Aff, Program, aff, dot, mov, mul
 
 
@@ -118,7 +118,8 @@ def sgd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float |
     layers) or ``faithful`` (the paper's chain, one op per layer).
     """
     w0, x_norm, y_bound = step_params("sgd", d, n, lr, lam, w0, x_norm, y_bound)
-    w_bound = default_w_bound(d, n, lr, lam, w0, x_norm, y_bound) if w_bound is None else check_param("w_bound", w_bound)
+    w_bound = default_w_bound(d, n, lr, lam, w0, x_norm, y_bound) if w_bound is None else \
+        check_magnitude("w_bound", check_param("w_bound", w_bound))
     domain = {"w_bound": w_bound}
     if update_norm(lr, lam, x_norm) > 1 and n > 1:
         K = DEFAULT_EXPANSION if expansion_bound is None else check_param("expansion_bound", expansion_bound)

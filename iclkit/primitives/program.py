@@ -83,7 +83,7 @@ class Program:
             steps = [Parallel(*map(Op.from_dict, s["parallel"])) if "parallel" in s else Op.from_dict(s)
                      for s in data["steps"]]
             return cls({n: tuple(s) for n, s in data["slots"].items()}, data["inputs"], steps, name=data["name"])
-        except (KeyError, TypeError, AttributeError) as e:
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"malformed program data ({type(e).__name__}: {e})") from None
 
     # ---- structure -----------------------------------------------------------------------
