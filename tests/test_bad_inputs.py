@@ -3,7 +3,6 @@ traceback or a silent wrong number: command-line options, edited headers of a sa
 edited config.json or labels.json of an export, a module changed in place, and parameters whose
 bounds would overflow."""
 
-import io
 import json
 import shutil
 
@@ -20,13 +19,13 @@ from iclkit import constructions as C
 def run(argv: list[str], capsys) -> tuple[int, str]:
     """``iclkit ARGV`` in this process: (exit code, everything it printed, with the console's
     line wrapping undone)."""
-    cli.console.file = io.StringIO()
-    try:
-        rc = cli.main(argv)
-    except SystemExit as e:  # argparse's usage errors
-        rc = e.code
+    with cli.console.capture() as printed:
+        try:
+            rc = cli.main(argv)
+        except SystemExit as e:  # argparse's usage errors
+            rc = e.code
     captured = capsys.readouterr()
-    return rc, " ".join((cli.console.file.getvalue() + captured.out + captured.err).split())
+    return rc, " ".join((printed.get() + captured.out + captured.err).split())
 
 
 @pytest.mark.parametrize("argv, message", [

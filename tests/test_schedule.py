@@ -95,3 +95,39 @@ def test_the_proof_from_the_weights_fails_a_miscompiled_schedule(monkeypatch):
     monkeypatch.undo()
     right = compile_program(program, max_len=T, output="s")
     prove_weights(right.model, right)
+
+
+@pytest.mark.parametrize("mode", ["fused", "faithful"])
+def test_the_shipped_programs_regions_tile_their_steps(mode):
+    """Prologue, per-example blocks and epilogue cover every step once, in order, so the
+    contraction bounds and loop proofs that find ops by region see every op; each example's
+    block of a stacked program does the same ops."""
+    from iclkit import constructions as C
+
+    for c in (C.sgd(2, 4, lr=0.05, mode=mode), C.ridge(2, 4, lam=0.1, mode=mode), C.gd(2, 4, lr=0.05, mode=mode)):
+        program = c.compiled.program
+        spans = sorted(program.regions.values())
+        assert spans[0][0] == 0 and spans[-1][1] == len(program.steps), c.name
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), c.name
+        for prefix in ("example", "gradient", "gain", "sherman-morrison"):
+            blocks = [program.ops_of(name) for name in program.regions if name.startswith(prefix + " ")]
+            shapes = [[(type(op).__name__, op.dst, op.reads()) for op in block] for block in blocks[1:]]
+            assert all(s == shapes[0] for s in shapes), (c.name, prefix)
+    with pytest.raises(KeyError, match="no region 'example 9'"):
+        C.sgd(2, 4, lr=0.05, mode="faithful").compiled.program.steps_of("example 9")
+
+
+@pytest.mark.parametrize("kind", ["divisor by attention", "divisor by mlp"])
+def test_computed_divisors_compile_within_their_bounds(kind):
+    """The property suite's generator, restricted to programs that compute a divisor (with
+    products, moves and means around them), fused and faithful: 12 examples each in CI."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from iclkit.verify import properties
+    from iclkit.verify.strategies import programs
+
+    kinds = st.sampled_from([kind, "mul", "mov", "mean", "div"])
+    test = given(program=programs(kinds=kinds), dtype=st.just("float64"), mode=st.sampled_from(["fused", "faithful"]),
+                 seed=st.integers(0, 2**16))(properties.compiled_equals_interpreter.hypothesis.inner_test)
+    settings(max_examples=12, deadline=None, derandomize=True, database=None)(test)()

@@ -141,7 +141,7 @@ def test_loop_induction_holds_and_fails_for_a_wrong_block(monkeypatch):
         p = real(*args, **kw)
         steps = [Aff(op.dst, terms=tuple((s, W * 1.001 if s == "w" else W) for s, W in op.terms), offset=op.offset,
                      bound=op.bound) if isinstance(op, Aff) and op.dst == "w" and op.offset == 2 else op for op in p.steps]
-        return Program(p.slots, p.inputs, steps, name=p.name)
+        return Program(p.slots, p.inputs, steps, name=p.name, regions=p.regions)
 
     monkeypatch.setattr(symbolic, "sgd_program", drifted)
     assert not symbolic.prove_sgd_loop(2)
@@ -160,7 +160,9 @@ def test_faithful_ridge_loop_induction_holds_and_fails_for_a_wrong_block(monkeyp
     def mutated(change):
         def program(*args, **kw):
             p = real(*args, **kw)
-            return Program(p.slots, p.inputs, p.steps[:19] + [change(op) for op in p.steps[19:28]] + p.steps[28:], name=p.name)
+            a, b = p.span("carry 2", "sherman-morrison 3")  # the looped block
+            return Program(p.slots, p.inputs, p.steps[:a] + [change(op) for op in p.steps[a:b]] + p.steps[b:],
+                           name=p.name, regions=p.regions)
         return program
 
     for change in (lambda op: Aff("b", terms=(("b_prev", 1.0), ("xy", 1.001)), bound=op.bound) if getattr(op, "dst", None) == "b" else op,

@@ -208,38 +208,45 @@ class Construction:
         return self.compiled.tokens(self.inputs(X, y, xq))
 
     def predict(self, X, y, xq, strict: bool = True):
-        """The transformer's prediction at the query column: a float, or shape (batch,)."""
+        """The transformer's prediction at the query column: a float, or shape (batch,).
+
+        Strict (default): the weights must be the compiled ones and every prompt inside the
+        certified domain (else ``ValueError`` or :class:`BoundError` naming why); where the
+        a-priori bound cannot promise the accuracy target (:attr:`guarded`), each prediction
+        comes from the run that certifies it, and one whose certificate exceeds its target is
+        refused. ``strict=False`` warns instead and runs the forward pass alone."""
         X, y, xq, single = self._batch(X, y, xq)
         self.compiled.check_model(strict)
         if strict:
             self.check_domain(X, y, xq)
         inputs = self.inputs(X, y, xq)
-        self.compiled.check_intermediates(inputs, strict)
-        with torch.no_grad():
-            out = self.model(self.compiled.tokens(inputs))[:, -1].cpu().numpy()
         if strict and self.guarded:
-            self._check_accuracy(X, y, xq, out)
+            out = self._certified(inputs)
+        else:
+            self.compiled.check_intermediates(inputs, strict)
+            with torch.no_grad():
+                out = self.model(self.compiled.tokens(inputs))[:, -1].cpu().numpy()
         return float(out[0]) if single else out
 
-    def _check_accuracy(self, X, y, xq, out: np.ndarray) -> None:
-        """The run-time guard (:attr:`guarded`): each prediction must be certified within
-        ``t' (1 + |y_hat computed|)``, t' = t / (1 + t), which gives |error| <= t (1 + |y_hat|)
-        for the exact y_hat; the a-priori bound covers some prompts, ``certify`` the rest."""
-        from iclkit.primitives.certify import certify
+    def _certified(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The run-time guard (:attr:`guarded`), from one run per chunk of prompts: the program's
+        reference run vets the domain, the forward pass gives the predictions, and the
+        certificate of that same pass must be within ``t' (1 + |y_hat computed|)``,
+        t' = t / (1 + t), which gives |error| <= t (1 + |y_hat|) for the exact y_hat."""
+        from iclkit.primitives.certify import certified_run
 
+        out, cert = certified_run(self.compiled, inputs, "yhat",
+                                  check=lambda steps: self.compiled.check_intermediates(inputs, True, steps))
         t = ACCURACY[self.model.cfg.dtype]
         allowed = t / (1 + t) * (1 + np.abs(out))
-        need = np.flatnonzero(~(self.a_priori_bound <= allowed))
-        if need.size == 0:
-            return
-        cert = certify(self.compiled, self.inputs(X[need], y[need], xq[need]), "yhat", values=out[need])
-        bad = np.flatnonzero(~(cert <= allowed[need]))
+        bad = np.flatnonzero(~(cert <= allowed))
         if bad.size:
-            i = need[bad[0]]
-            raise BoundError(f"prompt {i}: its certificate {cert[bad[0]]:.4g} exceeds the accuracy target {allowed[i]:.4g} "
+            i = bad[0]
+            raise BoundError(f"prompt {i}: its certificate {cert[i]:.4g} exceeds the accuracy target {allowed[i]:.4g} "
                              f"= {t:g} (1 + |y_hat|) (this {self.name} construction's a-priori bound, "
                              f"{self.a_priori_bound:.4g}, cannot promise the target, so predictions are certified as "
                              "they run)")
+        return out
 
     def save(self, path) -> None:
         """Write the model and what it is (construction, sizes, parameters, layout, domain)."""

@@ -39,7 +39,8 @@ def gd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm:
         aff("w", ("G", -2 * lr), bias=(1 - 2 * lr * lam) * w0, bound=B_w),
         dot("yhat", "w", "x", d, bound=yhat_bound),
     ]
-    return Program(slots, {"y": Y, "x": X}, steps, name=f"gd(d={d}, n={n})")
+    regions = {"prologue": (0, 2), "gradient": (2, 6), "update": (6, 7), "prediction": (7, 8)}
+    return Program(slots, {"y": Y, "x": X}, steps, name=f"gd(d={d}, n={n})", regions=regions)
 
 
 def gd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float | None = None,

@@ -57,6 +57,12 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
     slots = {"y": (), "x": (d,), "A_inv": (d, d), "u": (d,), "outer": (d, d), "den": (), "corr": (d, d),
              "w": (d,), "yhat": ()}
     steps: list = [mov("x", "x", 1, accumulate=True, bound=X)]  # x_1 into the y column's empty x rows
+    regions: dict[str, tuple[int, int]] = {}
+
+    def region(name: str, *ops) -> None:  # append ops as a named region of the program
+        regions[name] = (len(steps), len(steps) + len(ops))
+        steps.extend(ops)
+
     if mode == "faithful":
         slots |= {"xy": (d,), "v": (d,)} | ({"b": (d,), "b_prev": (d,)} if n > 1 else {})
         block = [
@@ -68,18 +74,21 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
             div("corr", "outer", "den", den_min=1.0, bound=B["inv"]),
             aff("A_inv", ("A_inv", 1.0), ("corr", -1.0), bound=B["inv"]),
         ]
-        steps += [mul("xy", "x", "y", (d, 1, 1), bound=B["xy"]), aff("A_inv", bias=identity, bound=B["inv"]), *block]
-        for k in range(1, n):
-            steps += [
-                Parallel(mov("A_inv", "A_inv", 2, bound=B["inv"]), mov("b_prev", "xy" if k == 1 else "b", 2, bound=B[("b", k)])),
-                aff("b", ("b_prev", 1.0), ("xy", 1.0), bound=B[("b", k + 1)]),
-                *block,
-            ]
+        steps += [mul("xy", "x", "y", (d, 1, 1), bound=B["xy"]), aff("A_inv", bias=identity, bound=B["inv"])]
+        regions["prologue"] = (0, 3)
+        region("sherman-morrison 1", *block)
+        for k in range(1, n):  # A^-1 and b of example k carried to example k + 1's column, then its update
+            region(f"carry {k}",
+                   Parallel(mov("A_inv", "A_inv", 2, bound=B["inv"]),
+                            mov("b_prev", "xy" if k == 1 else "b", 2, bound=B[("b", k)])),
+                   aff("b", ("b_prev", 1.0), ("xy", 1.0), bound=B[("b", k + 1)]))
+            region(f"sherman-morrison {k + 1}", *block)
         if n == 1:  # the paper's steps 11-12: A_1^-1 x_1, then times y_1 in the same rows
-            steps += [mul("w", "A_inv", "x", (d, d, 1), bound=B["u"]), mul("w", "w", "y", (d, 1, 1), bound=B["w"])]
+            weights = [mul("w", "A_inv", "x", (d, d, 1), bound=B["u"]), mul("w", "w", "y", (d, 1, 1), bound=B["w"])]
         else:
-            steps.append(mul("w", "A_inv", "b", (d, d, 1), bound=B["w"]))
-        steps.append(mov("w", "w", 1, bound=B["w"]))  # step 13: w' to the query column, same rows
+            weights = [mul("w", "A_inv", "b", (d, d, 1), bound=B["w"])]
+        region("epilogue", *weights, mov("w", "w", 1, bound=B["w"]),  # step 13: w' to the query column, same rows
+               dot("yhat", "w", "x", d, bound=B["yhat"]))
     else:
         # Fused, in recursive-least-squares form: A^-1 is symmetric, so v = u; w is carried
         # directly, w_k = w_{k-1} + g with g = (u / den)(y - x.w_{k-1}) = A_k^-1 x (y - x.w_{k-1}),
@@ -87,25 +96,23 @@ def ridge_program(d: int, n: int, *, lam: float, x_norm: float, y_bound: float, 
         slots |= {"e": (), "g": (d,)}
         del slots["outer"]  # corr = (u / den) u^T: no d x d outer product is stored
         steps += [aff("A_inv", bias=identity, bound=B["inv"]), aff("w", bias=np.zeros(d), bound=B["w"])]
-        for k in range(n):
-            if k:
-                steps += [
-                    Aff("A_inv", terms=(("A_inv", 1.0), ("corr", -1.0)), offset=2, bound=B["inv"]),
-                    Aff("w", terms=(("w", 1.0), ("g", 1.0)), offset=2, bound=B["w"]),
-                ]
-            steps += [
-                mul("u", "A_inv", "x", (d, d, 1), bound=B["u"]),
-                dot("e", "x", "w", d, bound=B["e"]),
-                aff("e", ("y", 1.0), ("e", -1.0), bound=B["e"]),  # y - x.w, in place
-                dot("den", "x", "u", d, bound=B["den"], bias=1.0),
-                div("g", "u", "den", den_min=1.0, bound=B["gain"]),  # A_k^-1 x = u / den
-                mul("corr", "g", "u", (d, 1, d), bound=B["inv"]),  # Sherman–Morrison: (u/den) u^T <= A^-1
-                mul("g", "g", "e", (d, 1, 1), bound=B["g"]),  # times (y - x.w), in place
-            ]
-        steps.append(Aff("w", terms=(("w", 1.0), ("g", 1.0)), offset=1, bound=B["w"]))  # w_n to the query
-    prediction = dot("yhat", "w", "x", d, bound=B["yhat"])
-    steps.append(prediction)
-    return Program(slots, {"y": Y, "x": X}, steps, name=f"ridge(d={d}, n={n})")
+        regions["prologue"] = (0, 3)
+        for k in range(1, n + 1):
+            if k > 1:  # example k - 1's Sherman–Morrison and RLS updates, read from two columns back
+                region(f"update {k - 1}",
+                       Aff("A_inv", terms=(("A_inv", 1.0), ("corr", -1.0)), offset=2, bound=B["inv"]),
+                       Aff("w", terms=(("w", 1.0), ("g", 1.0)), offset=2, bound=B["w"]))
+            region(f"gain {k}",
+                   mul("u", "A_inv", "x", (d, d, 1), bound=B["u"]),
+                   dot("e", "x", "w", d, bound=B["e"]),
+                   aff("e", ("y", 1.0), ("e", -1.0), bound=B["e"]),  # y - x.w, in place
+                   dot("den", "x", "u", d, bound=B["den"], bias=1.0),
+                   div("g", "u", "den", den_min=1.0, bound=B["gain"]),  # A_k^-1 x = u / den
+                   mul("corr", "g", "u", (d, 1, d), bound=B["inv"]),  # Sherman–Morrison: (u/den) u^T <= A^-1
+                   mul("g", "g", "e", (d, 1, 1), bound=B["g"]))  # times (y - x.w), in place
+        region(f"update {n}", Aff("w", terms=(("w", 1.0), ("g", 1.0)), offset=1, bound=B["w"]))  # w_n to the query
+        region("prediction", dot("yhat", "w", "x", d, bound=B["yhat"]))
+    return Program(slots, {"y": Y, "x": X}, steps, name=f"ridge(d={d}, n={n})", regions=regions)
 
 
 def ridge(d: int, n: int, *, lam: float, x_norm: float | None = None, y_bound: float | None = None,
@@ -163,15 +170,16 @@ def _sherman_morrison_bound(c: Construction, lam: float) -> float:
     The faithful b-form carries b itself: its error is the generic analysis of the b ops.
     Infinite only if some ``(1 + r) e >= 1``, mu >= 1 or r >= 1 (then no domain-wide
     certificate: the per-prompt one, :meth:`Construction.certify`, still holds)."""
-    ops, d, n = c.compiled.program.ops, c.d, c.n
+    program, d, n = c.compiled.program, c.d, c.n
+    ops = program.ops
     X = c.x_norm
-    first = 3  # mov x, the initial A^-1, then w (fused) or xy (faithful)
-    if c.mode == "fused":
-        block = ops[first:first + 7] + (ops[first + 7:first + 9] if n > 1 else [ops[-2]])  # + the update's affs
-    else:
-        block = ops[first:first + 7] + ([ops[first + 7]] if n > 1 else [])  # + the next block's move of A^-1
+    if c.mode == "fused":  # the first example's gain and correction, then its updates of A^-1 and w
+        block = program.ops_of("gain 1", "update 1")
+    else:  # the first Sherman–Morrison block, then the move of A^-1 to the next example's column
+        block = program.ops_of("sherman-morrison 1") + (
+            [op for op in program.ops_of("carry 1") if op.dst == "A_inv"] if n > 1 else [])
     start = c.compiled.block_start(block, carried=("A_inv", "w"))
-    init = c.compiled.propagate(ops[:first], start)
+    init = c.compiled.propagate(program.ops_of("prologue"), start)  # mov x, the initial A^-1, then w or xy
     e0 = d * init["A_inv"]  # A~_0 from the rounding of I/lam: R_0 = (I + lam E_0)^-1 - I
     if lam * e0 >= 1:
         return float("inf")
@@ -197,17 +205,18 @@ def _sherman_morrison_bound(c: Construction, lam: float) -> float:
             return float("inf")
         E_P = r / (1 - r) / lam
     if c.mode == "fused":
-        return c.compiled.propagate(ops[-1:], start | {"w": E_w})["yhat"]
+        return c.compiled.propagate(program.ops_of("prediction"), start | {"w": E_w})["yhat"]
     b_ops = [op for op in ops if op.dst in ("xy", "b", "b_prev")]
     b_err = c.compiled.propagate(b_ops, start)
+    epilogue = program.ops_of("epilogue")
     if n == 1:  # w = (A^-1 x) y: the generic analysis
-        return c.compiled.propagate(ops[-4:], b_err | {"A_inv": E_P})["yhat"]
+        return c.compiled.propagate(epilogue, b_err | {"A_inv": E_P})["yhat"]
     # w = P~ b~: (P~ - P) b = A_n^{-1/2} (A_n^{1/2} (P~ - P) A_n^{1/2}) A_n^{1/2} w, |A_n^{1/2} w| <= sqrt(a_n) W
     a, W = lam + n * X * X, c.domain["w_bound"]
-    w_mul = ops[-3]
+    w_mul, *to_query = epilogue
     own = c.compiled.propagate([w_mul], start | {"A_inv": 0.0, "b": 0.0}, slack={"A_inv": E_P, "b": b_err["b"]})["w"]
     E_w = r / (1 - r) * np.sqrt(a / lam) * W + (1 / lam + E_P) * np.sqrt(d) * b_err["b"] + own
-    return c.compiled.propagate(ops[-2:], start | {"w": E_w})["yhat"]
+    return c.compiled.propagate(to_query, start | {"w": E_w})["yhat"]
 
 
 def _own_errors(c: Construction, block: list, start: dict, slack: dict):

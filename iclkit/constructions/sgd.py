@@ -60,43 +60,49 @@ def sgd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm
     slots = {"y": (), "x": (d,), "err": (), "xerr": (d,), "w": (d,), "yhat": ()}
     # step 1: x_1 into the y column's empty x rows; adding leaves every other column as it was
     steps: list = [mov("x", "x", 1, accumulate=True, bound=X)]
+    regions: dict[str, tuple[int, int]] = {}
+
+    def region(name: str, *ops) -> None:  # append ops as a named region of the program
+        regions[name] = (len(steps), len(steps) + len(ops))
+        steps.extend(ops)
+
     if mode == "faithful":
         slots["grad"] = (d,)
         update = [
             aff("grad", ("xerr", 1.0), ("w", lam), bound=B["grad"]),
             aff("w", ("w", 1.0), ("grad", -2 * lr), ("bos", bos_fix), bound=B["w"]),
         ]
-        steps += [
-            aff("err", ("x", w0.reshape(1, d)), bound=B["err"]),  # step 2: w.x (w is a layer parameter)
-            aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),  # step 3: w.x - y, in the same row
-            mul("xerr", "x", "err", (d, 1, 1), bound=B["xerr"]),
-            aff("w", bias=w0, bound=B["w"]),  # step 5: write w
-            *update,
-        ]
-        for _ in range(n - 1):
-            steps += [
-                mov("w", "w", 2, bound=B["w"]),  # w_{k-1} from the previous y column
-                dot("err", "w", "x", d, bound=B["err"]),
-                aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),
-                mul("xerr", "x", "err", (d, 1, 1), bound=B["xerr"]),
-                *update,
-            ]
-        steps += [mov("w", "w", 1, bound=B["w"])]  # step 8: w' to the next (query) column, same rows
+        regions["prologue"] = (0, 1)
+        region("example 1",
+               aff("err", ("x", w0.reshape(1, d)), bound=B["err"]),  # step 2: w.x (w is a layer parameter)
+               aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),  # step 3: w.x - y, in the same row
+               mul("xerr", "x", "err", (d, 1, 1), bound=B["xerr"]),
+               aff("w", bias=w0, bound=B["w"]),  # step 5: write w
+               *update)
+        for k in range(2, n + 1):
+            region(f"example {k}",
+                   mov("w", "w", 2, bound=B["w"]),  # w_{k-1} from the previous y column
+                   dot("err", "w", "x", d, bound=B["err"]),
+                   aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),
+                   mul("xerr", "x", "err", (d, 1, 1), bound=B["xerr"]),
+                   *update)
+        region("epilogue", mov("w", "w", 1, bound=B["w"]),  # step 8: w' to the next (query) column, same rows
+               dot("yhat", "w", "x", d, bound=B["wx"]))
     else:
         steps.append(aff("w", bias=w0, bound=B["w"]))
-        for k in range(n):
-            if k:  # the previous block's update, read from two columns back
-                steps.append(Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=2, bound=B["w"]))
-            steps += [
-                dot("err", "w", "x", d, bound=B["err"]),
-                aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),
-                mul("xerr", "x", "err", (d, 1, 1), bound=B["xerr"]),
-            ]
+        regions["prologue"] = (0, 2)
+        for k in range(1, n + 1):
+            if k > 1:  # the previous block's update, read from two columns back
+                region(f"update {k - 1}",
+                       Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=2, bound=B["w"]))
+            region(f"gradient {k}",
+                   dot("err", "w", "x", d, bound=B["err"]),
+                   aff("err", ("err", 1.0), ("y", -1.0), bound=B["err"]),
+                   mul("xerr", "x", "err", (d, 1, 1), bound=B["xerr"]))
         # the last update, moved to the next column (the query) in the same rows
-        steps.append(Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=1, bound=B["w"]))
-    prediction = dot("yhat", "w", "x", d, bound=B["wx"])
-    steps.append(prediction)
-    return Program(slots, {"y": Y, "x": X}, steps, name=f"sgd(d={d}, n={n})")
+        region(f"update {n}", Aff("w", terms=(("w", shrink), ("xerr", -2 * lr), ("bos", bos_fix)), offset=1, bound=B["w"]))
+        region("prediction", dot("yhat", "w", "x", d, bound=B["wx"]))
+    return Program(slots, {"y": Y, "x": X}, steps, name=f"sgd(d={d}, n={n})", regions=regions)
 
 
 DEFAULT_EXPANSION = 100.0
@@ -150,11 +156,12 @@ def contraction_bound(c: Construction, lr: float, lam: float) -> float:
     expansion_bound), so ``|e_k|_2 <= K sqrt(d) sum_j delta_j``."""
     rho = update_norm(lr, lam, c.x_norm)
     K = c.domain.get("expansion_bound")
-    ops = c.compiled.program.ops
-    if c.mode == "fused":
-        blocks, final = [ops[2:6]] * c.n, ops[-1:]  # (w.x, w.x - y, x(w.x - y), update), then y_hat
+    program = c.compiled.program
+    if c.mode == "fused":  # (w.x, w.x - y, x(w.x - y), update), then y_hat
+        blocks, final = [program.ops_of("gradient 1", "update 1")] * c.n, program.ops_of("prediction")
     else:
-        blocks, final = ([ops[1:7]] + [ops[7:13]] * (c.n - 1)), ops[-2:]
+        later = [program.ops_of("example 2")] * (c.n - 1) if c.n > 1 else []
+        blocks, final = [program.ops_of("example 1")] + later, program.ops_of("epilogue")
     start = c.compiled.block_start(blocks[-1], carried=("w",))
     w_error = total = 0.0
     for block in blocks:

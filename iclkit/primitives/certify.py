@@ -62,6 +62,22 @@ def certify(compiled, inputs: dict[str, np.ndarray], output: str, column: int = 
     return bound if values is None else bound + np.abs(np.asarray(values, dtype=float) - np.concatenate(got))
 
 
+def certified_run(compiled, inputs: dict[str, np.ndarray], output: str, column: int = -1,
+                  check=None) -> tuple[np.ndarray, np.ndarray]:
+    """(the transformer's ``output`` at ``column``, its certificate), one per prompt, from one
+    run: the forward pass the certificate measures is the one whose values are returned, and
+    ``check(steps)`` (if given) vets the program's reference run of each chunk before its
+    certificate is computed (the run-time guard's domain checks)."""
+    values, bounds = [], []
+    for chunk in _chunks(compiled, inputs):
+        run = _Run(compiled, chunk)
+        if check is not None:
+            check(run.steps)
+        values.append(run.result(output, column))
+        bounds.append(_certify_run(run, output, column))
+    return np.concatenate(values), np.concatenate(bounds)
+
+
 def own_error_ratios(compiled, inputs: dict[str, np.ndarray]) -> dict[str, float]:
     """For each op (by position and description): the largest measured own error over the
     prompts, divided by its modelled own error. At most 1 means the weights do what the
@@ -241,12 +257,12 @@ def _evaluation_mass(op: Op, values: dict[str, np.ndarray], sizes: dict) -> tupl
         counts = np.arange(1, v.shape[1] + 1).reshape(1, -1, 1)
         return v.shape[1] + 1, np.cumsum(v, axis=1) / counts
     if isinstance(op, Aff):
-        mats = op.matrices(sizes)
         absolute = {s: np.abs(values[s]) for s in (*op.reads(), "one")}
-        mass = Aff(op.dst, terms=tuple((src, np.abs(W), off) for (src, W), off in zip(mats, op.term_offsets())),
-                   bias=None if op.bias is None else np.abs(op.bias_vector(sizes[op.dst])),
+        magnitudes = tuple((src, abs(float(W)) if np.ndim(W) == 0 else np.abs(op.matrix(W, src, sizes)), off)
+                           for (src, W, *_), off in zip(op.terms, op.term_offsets()))
+        mass = Aff(op.dst, terms=magnitudes, bias=None if op.bias is None else np.abs(op.bias_vector(sizes[op.dst])),
                    accumulate=op.accumulate).evaluate(absolute, sizes)
-        terms = sum(int((W != 0).sum(axis=1).max(initial=0)) for _, W in mats) + 2
+        terms = sum(op.row_nonzeros(term, sizes) for term in op.terms) + 2
         return terms, mass
     if isinstance(op, Mul):
         absolute = {op.a: np.abs(values[op.a]), op.b: np.abs(values[op.b])}
@@ -325,8 +341,9 @@ def _vjp(op: Op, g: np.ndarray, before: dict, bar: dict, sizes: dict, absolute: 
         counts = np.arange(1, g.shape[1] + 1).reshape(1, -1, 1)
         bar[op.src] += np.flip(np.cumsum(np.flip(g / counts, axis=1), axis=1), axis=1)
     elif isinstance(op, Aff):
-        for (src, W), offset in zip(op.matrices(sizes), op.term_offsets()):
-            _unshift_add(bar[src], g @ f(W), offset)
+        for (src, W, *_), offset in zip(op.terms, op.term_offsets()):  # a scalar W: times identity
+            pulled = g * f(float(W)) if np.ndim(W) == 0 else g @ f(op.matrix(W, src, sizes))
+            _unshift_add(bar[src], pulled, offset)
         if op.accumulate:
             bar[op.dst] += g
     elif isinstance(op, Mul):

@@ -119,6 +119,18 @@ class Compiled:
         keep = (*carried, "x", "y")
         return start | {s: e for s, e in self.propagate(block, start).items() if s not in keep}
 
+    def describe(self) -> str:
+        """The schedule, one line per applied layer: its attention-side ops, its MLP-side ops and
+        the division pads it removes (the compiler's plan, which the weights implement)."""
+        lines = [f"{self.program.name}: {len(self.schedule)} layers, residual width {self.layout.width}"]
+        for i, layer in enumerate(self.schedule):
+            parts = [f"attention: {', '.join(op.describe() for op in layer.attn) or '-'}",
+                     f"MLP: {', '.join(op.describe() for op in layer.mlp) or '-'}"]
+            if layer.cleanups:
+                parts.append(f"removes the pads of {', '.join(op.describe() for op in layer.cleanups)}")
+            lines.append(f"  layer {i}: " + "; ".join(parts))
+        return "\n".join(lines)
+
     def layer_spec(self, i: int) -> "_LayerSpec":
         """What applied layer ``i``'s weights are made of: its heads (read pattern, sources,
         outputs) and MLP hidden units (terms read, entry written, product or linear pair)."""
@@ -191,23 +203,23 @@ class Compiled:
         out = {n: final[n] for n in self.program.slots}
         return (out, [self.layout.read(h) for h in hs]) if states else out
 
-    def check_intermediates(self, inputs: dict[str, np.ndarray], strict: bool = True) -> None:
-        """Asserted slot bounds and divisor lower bounds must hold on this input."""
-        _, log = self.program.interpret(inputs, trace=True, t_max=self.t_max)
-        latest = {n: np.asarray(v, dtype=float) for n, v in inputs.items()}
-        for op, value in log:
-            problems = []
-            worst = float(np.abs(value).max(initial=0))
-            bound = self.write_bounds[id(op)]
-            if worst > bound * (1 + 1e-12):
-                problems.append(f"slot {op.dst!r} reaches {worst:.4g} > its bound {bound:.4g}")
-            if isinstance(op, Div) and np.abs(latest[op.den]).min() < op.den_min:
-                problems.append(f"divisor {op.den!r} reaches {np.abs(latest[op.den]).min():.4g} < den_min {op.den_min:.4g}")
-            for msg in problems:
-                if strict:
-                    raise BoundError(f"{op.describe()}: {msg}; this input is outside the certified domain")
-                warnings.warn(msg + " (non-strict mode: the error bound does not hold)", stacklevel=3)
-            latest[op.dst] = value
+    def check_intermediates(self, inputs: dict[str, np.ndarray], strict: bool = True, steps=None) -> None:
+        """Asserted slot bounds and divisor lower bounds must hold on this input (``steps``:
+        the program's :meth:`Program.execute` on it, if already run)."""
+        for group, before, results in steps if steps is not None else self.program.execute(inputs, self.t_max):
+            for op, value in zip(group, results):
+                problems = []
+                worst = float(np.abs(value).max(initial=0))
+                bound = self.write_bounds[id(op)]
+                if worst > bound * (1 + 1e-12):
+                    problems.append(f"slot {op.dst!r} reaches {worst:.4g} > its bound {bound:.4g}")
+                if isinstance(op, Div) and np.abs(before[op.den]).min() < op.den_min:
+                    problems.append(f"divisor {op.den!r} reaches {np.abs(before[op.den]).min():.4g} < den_min "
+                                    f"{op.den_min:.4g}")
+                for msg in problems:
+                    if strict:
+                        raise BoundError(f"{op.describe()}: {msg}; this input is outside the certified domain")
+                    warnings.warn(msg + " (non-strict mode: the error bound does not hold)", stacklevel=3)
 
 
 def compile_program(

@@ -160,6 +160,10 @@ class Aff(Op):
     def matrices(self, sizes: dict[str, int]) -> list[tuple[str, np.ndarray]]:
         return [(term[0], _as_matrix(term[1], sizes[self.dst], sizes[term[0]])) for term in self.terms]
 
+    def matrix(self, W, src: str, sizes: dict[str, int]) -> np.ndarray:
+        """A term's coefficient ``W`` (on slot ``src``) as its (out, in) matrix."""
+        return _as_matrix(W, sizes[self.dst], sizes[src])
+
     def _mass(self, term: tuple, sizes: dict[str, int]) -> float:
         return _row_mass(term[1], sizes[self.dst], sizes[term[0]])
 
@@ -218,8 +222,13 @@ class Aff(Op):
     def evaluate(self, values: Values, sizes: dict[str, int]) -> np.ndarray:
         some = next(iter(values.values()))
         out = np.zeros(some.shape[:2] + (sizes[self.dst],), dtype=object if self._symbolic(values) else float)
-        for (src, W), offset in zip(self.matrices(sizes), self.term_offsets()):
-            out = out + shifted(values[src], offset) @ W.T
+        for (src, W, *_), offset in zip(self.terms, self.term_offsets()):
+            value = shifted(values[src], offset)
+            if np.ndim(W) == 0:  # a scalar times identity: the product itself, without the matrix
+                _check_coefficient(W, sizes[self.dst], sizes[src])
+                out = out + value * (W if _is_symbolic(W) else float(W))
+            else:
+                out = out + value @ self.matrix(W, src, sizes).T
         b = self.bias_vector(sizes[self.dst])
         out = out if b is None else out + b
         return out + values[self.dst] if self.accumulate else out

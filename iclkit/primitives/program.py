@@ -59,11 +59,35 @@ class Program:
         inputs: dict[str, float],
         steps: list[Op | Parallel],
         name: str = "program",
+        regions: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         self.name = name
         self.slots = {n: (s,) if isinstance(s, int) else tuple(s) for n, s in slots.items()}
         self.inputs = dict(inputs)
         self.steps = _distinct(steps)
+        self.regions = {n: (int(a), int(b)) for n, (a, b) in (regions or {}).items()}  # name -> steps [start, stop)
+
+    # ---- regions -------------------------------------------------------------------------
+    def span(self, first: str, last: str | None = None) -> tuple[int, int]:
+        """The steps [start, stop) from region ``first`` through region ``last`` (default: the
+        same), which must follow one another without a gap; ``KeyError`` naming an unknown one."""
+        for name in (first, last or first):
+            if name not in self.regions:
+                raise KeyError(f"{self.name} has no region {name!r} (regions: {', '.join(self.regions) or 'none'})")
+        start, stop = self.regions[first][0], self.regions[last or first][1]
+        if stop < start:
+            raise KeyError(f"{self.name}: region {last!r} comes before {first!r}")
+        return start, stop
+
+    def steps_of(self, first: str, last: str | None = None) -> list[Op | Parallel]:
+        """The steps of region ``first`` through region ``last`` (prologue, a block, epilogue)."""
+        start, stop = self.span(first, last)
+        return self.steps[start:stop]
+
+    def ops_of(self, *names: str) -> list[Op]:
+        """The ops of the named regions, one region after another (Parallel groups flattened)."""
+        return [op for name in names for step in self.steps_of(name)
+                for op in (step.ops if isinstance(step, Parallel) else (step,))]
 
     # ---- persistence ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -74,7 +98,8 @@ class Program:
             return {"parallel": [op.to_dict() for op in s.ops]} if isinstance(s, Parallel) else s.to_dict()
 
         return {"name": self.name, "slots": {n: list(s) for n, s in self.slots.items()},
-                "inputs": dict(self.inputs), "steps": [step(s) for s in self.steps]}
+                "inputs": dict(self.inputs), "steps": [step(s) for s in self.steps],
+                "regions": {n: list(r) for n, r in self.regions.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Program":
@@ -82,7 +107,8 @@ class Program:
         try:
             steps = [Parallel(*map(Op.from_dict, s["parallel"])) if "parallel" in s else Op.from_dict(s)
                      for s in data["steps"]]
-            return cls({n: tuple(s) for n, s in data["slots"].items()}, data["inputs"], steps, name=data["name"])
+            return cls({n: tuple(s) for n, s in data["slots"].items()}, data["inputs"], steps, name=data["name"],
+                       regions={n: tuple(r) for n, r in data.get("regions", {}).items()})
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"malformed program data ({type(e).__name__}: {e})") from None
 
@@ -137,6 +163,10 @@ class Program:
                 found.extend(Problem(i, "parallel", r) for r in clashes(group))
             for op in group:
                 written.add(op.dst)
+        for region, (start, stop) in self.regions.items():
+            if not 0 <= start <= stop <= len(self.steps):
+                found.append(Problem(-1, "regions", f"region {region!r} = steps [{start}, {stop}) is not within the "
+                                                    f"program's {len(self.steps)} steps"))
         if max_width is not None and self.layout().width > max_width:
             found.append(
                 Problem(-1, "layout", f"too little room: the slots need width {self.layout().width} > {max_width}")

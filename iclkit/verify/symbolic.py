@@ -166,20 +166,21 @@ def prove_sgd_loop(d: int, mode: str = "fused") -> bool:
     w0, x, y, xn, yn = _vector("v", d), _vector("p", d), sp.Symbol("yp", real=True), _vector("x", d), sp.Symbol("y", real=True)
     W = _vector("W", d)
     program = sgd_program(d, 3, lr=LR, lam=LAM, w0=w0, x_norm=1.0, y_bound=1.0, mode=mode)
-    steps = program.steps
     step = lambda v, a, b: v - 2 * LR * ((v @ a - b) * a + LAM * v)  # noqa: E731
     if mode == "faithful":
-        out = _run_on_columns(program, steps[7:13], {"w": {1: W}, "x": {3: xn}, "y": {3: yn}})
-        first, X1, y1 = _prologue(program, 7, 1)
-        end = _run_on_columns(program, steps[-2:], {"w": {2: W}, "x": {3: xn}})
+        out = _run_on_columns(program, program.steps_of("example 2"), {"w": {1: W}, "x": {3: xn}, "y": {3: yn}})
+        first, X1, y1 = _prologue(program, program.span("example 1")[1], 1)
+        end = _run_on_columns(program, program.steps_of("epilogue"), {"w": {2: W}, "x": {3: xn}})
         return (_equal(out["w"][0, 3], step(W, xn, yn)) and _equal(first["w"][0, 2], step(w0, X1[0], y1[0]))
                 and _equal(end["yhat"][0, 3], W @ xn))
-    out = _run_on_columns(program, steps[5:9], {"w": {1: W}, "xerr": {1: x * (W @ x - y)}, "x": {3: xn}, "y": {3: yn}})
+    out = _run_on_columns(program, program.steps_of("update 1", "gradient 2"),
+                          {"w": {1: W}, "xerr": {1: x * (W @ x - y)}, "x": {3: xn}, "y": {3: yn}})
     w_next = step(W, x, y)
     ok = _equal(out["w"][0, 3], w_next) and _equal(out["xerr"][0, 3], xn * (w_next @ xn - yn))
-    first, X1, y1 = _prologue(program, 5, 1)
+    first, X1, y1 = _prologue(program, program.span("gradient 1")[1], 1)
     ok &= _equal(first["w"][0, 2], w0) and _equal(first["xerr"][0, 2], X1[0] * (w0 @ X1[0] - y1[0]))
-    end = _run_on_columns(program, steps[-2:], {"w": {2: W}, "xerr": {2: x * (W @ x - y)}, "x": {3: xn}})
+    end = _run_on_columns(program, program.steps_of("update 3", "prediction"),
+                          {"w": {2: W}, "xerr": {2: x * (W @ x - y)}, "x": {3: xn}})
     return ok and _equal(end["yhat"][0, 3], step(W, x, y) @ xn)
 
 
@@ -207,7 +208,6 @@ def prove_ridge_loop(d: int, mode: str = "fused") -> bool:
     P = np.array(Pm.tolist(), dtype=object)
     W, x, y, xn, yn = _vector("W", d), _vector("p", d), sp.Symbol("yp", real=True), _vector("x", d), sp.Symbol("y", real=True)
     program = ridge_program(d, 3, lam=LAM, x_norm=1.0, y_bound=1.0, mode="fused")
-    steps = program.steps
 
     def invariant(P, w, x, y):
         u = P @ x
@@ -219,13 +219,14 @@ def prove_ridge_loop(d: int, mode: str = "fused") -> bool:
         return P - inv["corr"], w + inv["g"]
 
     state = {k: {1: v} for k, v in invariant(P, W, x, y).items()} | {"x": {3: xn}, "y": {3: yn}}
-    out = _run_on_columns(program, steps[10:19], state)
+    out = _run_on_columns(program, program.steps_of("update 1", "gain 2"), state)
     want = invariant(*sm(P, W, x, y), xn, yn)
     ok = all(_equal(out[k][0, 3], want[k]) for k in want)
-    first, X1, y1 = _prologue(program, 10, 1)
+    first, X1, y1 = _prologue(program, program.span("gain 1")[1], 1)
     base = invariant(np.eye(d, dtype=object) / LAM, np.zeros(d, dtype=object), X1[0], y1[0])
     ok &= all(_equal(first[k][0, 2], base[k]) for k in base)
-    end = _run_on_columns(program, steps[-2:], {k: {2: v} for k, v in invariant(P, W, x, y).items()} | {"x": {3: xn}})
+    end = _run_on_columns(program, program.steps_of("update 3", "prediction"),
+                          {k: {2: v} for k, v in invariant(P, W, x, y).items()} | {"x": {3: xn}})
     return ok and _equal(end["yhat"][0, 3], sm(P, W, x, y)[1] @ xn)
 
 
@@ -234,7 +235,6 @@ def _prove_ridge_loop_faithful(d: int) -> bool:
     P = np.array(sp.Matrix(d, d, lambda i, j: sp.Symbol(f"P{i + 1}{j + 1}", real=True)).tolist(), dtype=object)
     B, xn, yn = _vector("B", d), _vector("x", d), sp.Symbol("y", real=True)
     program = ridge_program(d, 3, lam=LAM, x_norm=1.0, y_bound=1.0, mode="faithful")
-    steps = program.steps  # prologue 0-9 (mov x, xy, I/lam, block 1), k = 1: 10-18, k = 2 (the loop): 19-27
 
     def sm(P, x):
         u, v = P @ x, x @ P
@@ -245,12 +245,12 @@ def _prove_ridge_loop_faithful(d: int) -> bool:
              for s, shape in program.slots.items() if s not in new}
     state = {s: {3: v} for s, v in stale.items()} | {s: {3: v} for s, v in new.items()}
     state["A_inv"][1], state["b"][1] = P, B
-    out = _run_on_columns(program, steps[19:28], state)
+    out = _run_on_columns(program, program.steps_of("carry 2", "sherman-morrison 3"), state)  # the looped block
     ok = _equal(out["A_inv"][0, 3], sm(P, xn)) and _equal(out["b"][0, 3], B + xn * yn)
-    first, X2, y2 = _prologue(program, 19, 2)
+    first, X2, y2 = _prologue(program, program.span("sherman-morrison 2")[1], 2)
     P2 = sm(sm(np.eye(d, dtype=object) / LAM, X2[0]), X2[1])
     ok &= _equal(first["A_inv"][0, 4], P2) and _equal(first["b"][0, 4], X2[0] * y2[0] + X2[1] * y2[1])
-    end = _run_on_columns(program, steps[-3:], {"A_inv": {2: P}, "b": {2: B}, "x": {3: xn}})
+    end = _run_on_columns(program, program.steps_of("epilogue"), {"A_inv": {2: P}, "b": {2: B}, "x": {3: xn}})
     return ok and _equal(end["yhat"][0, 3], (P @ B) @ xn)
 
 
