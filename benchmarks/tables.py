@@ -1,6 +1,6 @@
 """The README's measured tables: benchmark scripts print a markdown table and, with
 ``--out docs/tables/NAME.md``, write it there (:func:`emit`); running this file copies every
-such file into the README verbatim, between ``<!-- include docs/tables/NAME.md -->`` and
+such file into the README and docs/*.md verbatim, between ``<!-- include docs/tables/NAME.md -->`` and
 ``<!-- end include -->``. tests/test_examples.py checks that every included block equals its
 file, so a README figure cannot drift from the script that made it."""
 
@@ -23,6 +23,8 @@ def sync(text: str) -> str:
     return BLOCK.sub(lambda m: m.group(1) + (ROOT / m.group(2)).read_text() + m.group(4), text)
 
 
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # every file that includes a table
+
 if __name__ == "__main__":
-    readme = ROOT / "README.md"
-    readme.write_text(sync(readme.read_text()))
+    for document in DOCUMENTS:
+        document.write_text(sync(document.read_text()))

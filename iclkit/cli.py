@@ -131,8 +131,23 @@ def cmd_sizes(args: argparse.Namespace) -> int:
 
 
 def _construction(args: argparse.Namespace):
-    """The construction named on the command line, with the paper's parameters where not given."""
-    from iclkit.verify.numeric import DEFAULT_PARAMS
+    """The construction named on the command line, with the paper's parameters where not given,
+    or the one a saved model file holds (checked against its header, its program and every
+    tensor)."""
+    from pathlib import Path
+
+    from iclkit.verify.numeric import DEFAULT_PARAMS, load_construction
+
+    if args.construction not in REGISTRY:
+        if not Path(args.construction).is_file():
+            raise ValueError(f"{args.construction!r} is neither a construction iclkit ships ({', '.join(REGISTRY)}) "
+                             "nor a saved model file")
+        given = [f"--{k}" for k in ("d", "lr", "lam") if getattr(args, k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to a construction by name; a saved file carries its own")
+        return load_construction(args.construction)
+    if args.d is None:
+        raise ValueError(f"--d is required for the {args.construction} construction")
 
     given = {k: getattr(args, k) for k in ("lr", "lam") if getattr(args, k) is not None}
     if set(given) - set(DEFAULT_PARAMS[args.construction]):
@@ -161,9 +176,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         yhat = model(inputs_embeds=tokens @ W_E).logits[:, -1, 0].numpy()
     exact = closed_form(c, X, y, xq)
     err = float(np.max(np.abs(yhat - exact)))
+    against = (f"iclkit.algorithms.{c.name}" if c.origin == "iclkit" else
+               "its closed form" if c.closed_form is not None else "its program's exact value")
     console.print(f"wrote {args.out}: GPT-2, {model.config.n_layer} layers, n_embd {model.config.n_embd}, "
                   f"{model.config.n_head} heads; reloaded from disk, 8 seeded prompts: max error {err:.2e} against "
-                  f"iclkit.algorithms.{c.name} (measured: the export adds no certificate; the construction's a-priori "
+                  f"{against} (measured: the export adds no certificate; the construction's a-priori "
                   f"bound is {c.a_priori_bound:.2e}, and it has no run-time guard outside iclkit)")
     return 0 if err <= 1e-8 * (1 + float(np.max(np.abs(exact)))) else 1
 
@@ -411,9 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--modes", nargs="+", default=["fused", "faithful"], choices=["fused", "faithful"])
         p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
 
-    def construction_options(p: argparse.ArgumentParser) -> None:  # one construction and its parameters
-        p.add_argument("construction", choices=list(REGISTRY))
-        p.add_argument("--d", type=POSITIVE, required=True)
+    def construction_options(p: argparse.ArgumentParser, files: bool = False) -> None:  # one construction
+        if files:
+            p.add_argument("construction", help=f"a construction iclkit ships ({', '.join(REGISTRY)}) or a saved "
+                                                "model file (iclkit build --out, or Construction.save)")
+        else:
+            p.add_argument("construction", choices=list(REGISTRY))
+        p.add_argument("--d", type=POSITIVE, required=not files, default=None)
         p.add_argument("--n", type=POSITIVE, default=1)
         p.add_argument("--lr", type=_real(0, strict=True), default=None, help="default: the paper's 0.01 (sgd, gd)")
         p.add_argument("--lam", type=_real(0), default=None, help="default: the paper's 0.1")
@@ -441,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_build)
 
     p = sub.add_parser("export", help="export a construction as a stock Hugging Face GPT-2 directory ([export] extra)")
-    construction_options(p)
+    construction_options(p, files=True)
     p.add_argument("--to", default="hf-gpt2", choices=["hf-gpt2"])
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_export)

@@ -24,14 +24,16 @@ def test_example_runs_and_agrees(path):
 
 
 def test_readme_tables_are_the_benchmark_files_verbatim():
-    """Every table the README includes is, character for character, the file a benchmark
-    script wrote (benchmarks/tables.py copies them; each names its command)."""
+    """Every table the README and docs/ include is, character for character, the file a
+    benchmark script wrote (benchmarks/tables.py copies them; each names its command)."""
     import re
 
     root = Path(__file__).parent.parent
-    readme = (root / "README.md").read_text()
-    blocks = re.findall(r"<!-- include (\S+) -->\n(.*?)<!-- end include -->", readme, re.S)
-    assert len(blocks) >= 3
-    for path, body in blocks:
-        assert body == (root / path).read_text(), path
-        assert "Made by `python benchmarks/" in body
+    found = 0
+    for document in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        blocks = re.findall(r"<!-- include (\S+) -->\n(.*?)<!-- end include -->", document.read_text(), re.S)
+        found += len(blocks)
+        for path, body in blocks:
+            assert body == (root / path).read_text(), (document.name, path)
+            assert "Made by `python benchmarks/" in body
+    assert found >= 4

@@ -162,3 +162,29 @@ def test_the_program_round_trips_bit_for_bit():
         assert built.model.cfg == c.model.cfg
         for name, tensor in c.model.state_dict().items():
             assert torch.equal(built.model.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("mode", ["fused", "faithful"])
+def test_the_property_holds_for_a_user_construction(mode):
+    """verify.properties.within_certificate_or_refused takes a construction, not a name."""
+    from hypothesis import settings
+
+    from iclkit.verify.numeric import check_construction
+    from iclkit.verify.properties import within_certificate_or_refused
+
+    c = from_program(normalised_sum(), name="normalised_sum", d=D, n=N, closed_form=closed_form, mode=mode)
+    settings(max_examples=10, deadline=None, derandomize=True, database=None)(within_certificate_or_refused(c))()
+    row = check_construction(c, trials=8)
+    assert row.status == "pass" and row.max_error <= row.certificate, row
+
+
+def test_iclkit_export_takes_a_saved_user_construction(tmp_path):
+    """`iclkit export FILE --out DIR` in a fresh process: the file's program is rebuilt, the
+    GPT-2 reloaded from disk agrees with the program's exact value within 1e-8 (1 + |y_hat|)."""
+    pytest.importorskip("transformers")
+    c = from_program(normalised_sum(), name="normalised_sum", d=D, n=N)
+    c.save(tmp_path / "user.safetensors")
+    out = run_cli("export", str(tmp_path / "user.safetensors"), "--out", str(tmp_path / "gpt2"))
+    assert out.returncode == 0 and "against its program's exact value" in " ".join(out.stdout.split()), out.stdout + out.stderr
+    refused = run_cli("export", str(tmp_path / "user.safetensors"), "--d", "2", "--out", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "apply to a construction by name" in refused.stdout

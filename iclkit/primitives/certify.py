@@ -39,7 +39,8 @@ import torch
 
 from iclkit.primitives import bounds as bd
 from iclkit.primitives.errors import Context, own_error
-from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op, shifted
+from iclkit.primitives.ops import Op
+from iclkit.primitives.ops.base import column_max
 from iclkit.transformer.model import compensated_mean
 
 REFERENCE_SLACK = 16 * 2.0**-53  # per op, relative: the float64 reference's own rounding (second order only)
@@ -175,7 +176,7 @@ class _Run:
         held = {n: v.astype(np.longdouble) for n, v in sub.before.items()}
         exact = op.evaluate(held, self.sizes)
         diff = np.abs(sub.after[op.dst].astype(np.longdouble) - exact).astype(np.float64)
-        terms, mass = _evaluation_mass(op, sub.before, self.sizes)
+        terms, mass = op.evaluation_mass(sub.before, self.sizes)
         rounding = bd.gamma(terms + 1, "float64") * (EXTENDED_U / 2.0**-53) * mass * (1 + 1e-3) + 2 * EXTENDED_U * diff
         return diff, rounding
 
@@ -189,10 +190,10 @@ class _Run:
         for op in compiled.program.ops:
             layer = compiled.placement[id(op)]
             sub = self.sublayers[(layer, op.kind)]
-            read = _read_magnitudes(op, sub.before)
-            other = {s: _column_max(sub.before[s]).max(axis=1, keepdims=True) for s in set(op.reads()) | {op.dst}}
+            read = op.read_magnitudes(sub.before)
+            other = {s: column_max(sub.before[s]).max(axis=1, keepdims=True) for s in set(op.reads()) | {op.dst}}
             out[id(op)] = own_error(op, compiled.mechanisms[id(op)], ctx, layer, read, other,
-                                    _column_max(sub.before[op.dst]), np.abs(sub.after[op.dst]))
+                                    column_max(sub.before[op.dst]), np.abs(sub.after[op.dst]))
         return out
 
 
@@ -215,7 +216,7 @@ def _certify_run(run: _Run, output: str, column: int) -> np.ndarray:
         before = exact_before[id(op)]
         sub = run.sublayers[(run.compiled.placement[id(op)], op.kind)]
         deviation[id(op)] = {s: _deviation(sub.before[s], before[s]) for s in op.reads()}
-        residual[id(op)] = measured + rounding + _remainder(op, before, deviation[id(op)])
+        residual[id(op)] = measured + rounding + op.remainder(before, deviation[id(op)])
     bar = {n: np.zeros(v.shape, dtype=np.longdouble) for n, v in steps[-1][1].items()}
     bar[output][:, column] = 1.0
     T = bar[output].shape[1]
@@ -228,9 +229,9 @@ def _certify_run(run: _Run, output: str, column: int) -> np.ndarray:
             bar[op.dst] = np.zeros_like(bar[op.dst])
         for op, g in zip(group, grads):
             total += (np.abs(g) * residual[id(op)]).sum(axis=(1, 2))
-            _vjp(op, g, before, bar, run.sizes, absolute=False)
+            op.vjp(g, before, bar, run.sizes, absolute=False)
             local = {s: np.zeros(bar[s].shape) for s in op.reads()}
-            _vjp(op, np.abs(g).astype(np.float64), before, local, run.sizes, absolute=True)
+            op.vjp(np.abs(g).astype(np.float64), before, local, run.sizes, absolute=True)
             for s, mass in local.items():
                 rho = step_rounding * (mass + np.abs(bar[s]).astype(np.float64))
                 adjoint_error += (rho * deviation[id(op)][s]).sum(axis=(1, 2))
@@ -249,47 +250,6 @@ def _deviation(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
     return 2 * np.abs(got - exact) + REFERENCE_SLACK * np.abs(exact)
 
 
-def _evaluation_mass(op: Op, values: dict[str, np.ndarray], sizes: dict) -> tuple[int, np.ndarray]:
-    """(roundings per entry, sum of |terms|) of evaluating ``op`` in floating point: the
-    standard model's ``gamma(terms) mass`` bounds the evaluation's error."""
-    if isinstance(op, Mean):
-        v = np.abs(values[op.src])
-        counts = np.arange(1, v.shape[1] + 1).reshape(1, -1, 1)
-        return v.shape[1] + 1, np.cumsum(v, axis=1) / counts
-    if isinstance(op, Aff):
-        absolute = {s: np.abs(values[s]) for s in (*op.reads(), "one")}
-        magnitudes = tuple((src, abs(float(W)) if np.ndim(W) == 0 else np.abs(op.matrix(W, src, sizes)), off)
-                           for (src, W, *_), off in zip(op.terms, op.term_offsets()))
-        mass = Aff(op.dst, terms=magnitudes, bias=None if op.bias is None else np.abs(op.bias_vector(sizes[op.dst])),
-                   accumulate=op.accumulate).evaluate(absolute, sizes)
-        terms = sum(op.row_nonzeros(term, sizes) for term in op.terms) + 2
-        return terms, mass
-    if isinstance(op, Mul):
-        absolute = {op.a: np.abs(values[op.a]), op.b: np.abs(values[op.b])}
-        return op.shape[1] + 2, Mul(op.dst, a=op.a, b=op.b, shape=op.shape, bias=abs(op.bias)).evaluate(absolute, sizes)
-    if isinstance(op, Div):
-        return 2, np.abs(op.evaluate(values, sizes))
-    raise TypeError(f"no evaluation model for {type(op).__name__}")
-
-
-def _read_magnitudes(op: Op, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per column t, the largest |entry| of each slot as ``op`` reads it there: at the
-    columns its terms look back to (aff, mov), over columns 0..t (mean)."""
-    if isinstance(op, Mean):
-        return {op.src: np.maximum.accumulate(_column_max(values[op.src]), axis=1)}
-    read = {s: np.zeros_like(_column_max(values[s])) for s in op.reads()}
-    offsets = [(term[0], k) for term, k in zip(op.terms, op.term_offsets())] if isinstance(op, Aff) else []
-    offsets += [(s, 0) for s in op.reads() if not isinstance(op, Aff) or s == op.dst]
-    for s, k in offsets:
-        read[s] = np.maximum(read[s], shifted(_column_max(values[s]), k))
-    return read
-
-
-def _column_max(v: np.ndarray) -> np.ndarray:
-    """Largest |entry| of each column: (B, T, 1)."""
-    return np.abs(v).max(axis=-1, keepdims=True)
-
-
 def _layer_norm_read(compiled, layer: int, h: torch.Tensor) -> bd.LayerNormRead:
     """The LayerNorm read of this MLP layer on the actual state: its exact scale against the
     nominal one, the stored residual's mean, and the rounding of the normalisation."""
@@ -300,7 +260,7 @@ def _layer_norm_read(compiled, layer: int, h: torch.Tensor) -> bd.LayerNormRead:
     sigma = torch.sqrt(((h64 - mean) ** 2).mean(-1, keepdim=True)).numpy()
     mean = mean.numpy()
     spec = compiled.schedule[layer]
-    divs = [op for op in spec.mlp if isinstance(op, Div)]
+    divs = [op for op in spec.mlp if op.sets_layer_norm]
     if divs:
         den = np.abs(h64[..., compiled.layout.rows(divs[0].den)].numpy())
         nominal = compiled.mechanisms[id(divs[0])].scale * np.sqrt(2 / L)
@@ -316,57 +276,3 @@ def _layer_norm_read(compiled, layer: int, h: torch.Tensor) -> bd.LayerNormRead:
     mean_sum = np.abs(arr).mean(-1, keepdims=True)
     return bd.LayerNormRead(scale_error=np.abs(1 - ideal) + 8 * L * 2.0**-53, rel_error=bd.layer_norm_rel(dtype, R2 * (1 + 1e-12) / pad2),
                             abs_error=bd.centring_error(dtype, mean * scale, mean_sum * scale, L))
-
-
-def _remainder(op: Op, exact: dict, deviation: dict) -> np.ndarray | float:
-    """Bound on the exact second-order remainder q_j of a mul or a div, from the operands'
-    exact values and the bounds on their deviations."""
-    if isinstance(op, Mul):
-        return op.shape[1] * _column_max(deviation[op.a]) * _column_max(deviation[op.b])
-    if not isinstance(op, Div):
-        return 0.0
-    c = np.abs(exact[op.den])
-    ec, en = deviation[op.den], deviation[op.num]
-    n = np.abs(exact[op.num])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = (en * c + n * ec) * ec / (c * c * (c - ec))
-    return np.where(ec < c, q, np.inf)
-
-
-def _vjp(op: Op, g: np.ndarray, before: dict, bar: dict, sizes: dict, absolute: bool) -> None:
-    """Add ``g`` pulled back through ``op`` (at the exact values ``before``) into ``bar``;
-    ``absolute``: through |J| instead (g >= 0 then, and so is the result)."""
-    f = np.abs if absolute else (lambda v: v)
-    if isinstance(op, Mean):
-        counts = np.arange(1, g.shape[1] + 1).reshape(1, -1, 1)
-        bar[op.src] += np.flip(np.cumsum(np.flip(g / counts, axis=1), axis=1), axis=1)
-    elif isinstance(op, Aff):
-        for (src, W, *_), offset in zip(op.terms, op.term_offsets()):  # a scalar W: times identity
-            pulled = g * f(float(W)) if np.ndim(W) == 0 else g @ f(op.matrix(W, src, sizes))
-            _unshift_add(bar[src], pulled, offset)
-        if op.accumulate:
-            bar[op.dst] += g
-    elif isinstance(op, Mul):
-        p, q, r = op.shape
-        B, T = g.shape[:2]
-        G = g.reshape(B, T, p, r)
-        A = f(before[op.a].reshape(B, T, p, q))
-        Bm = f(before[op.b].reshape(B, T, q, r))
-        bar[op.a] += (G @ np.swapaxes(Bm, -1, -2)).reshape(B, T, p * q)
-        bar[op.b] += (np.swapaxes(A, -1, -2) @ G).reshape(B, T, q * r)
-    elif isinstance(op, Div):  # d(num/|c|)/dc = -num sign(c) / c^2
-        c = before[op.den]
-        bar[op.num] += g / np.abs(c)
-        sign = 1.0 if absolute else -np.sign(c)
-        bar[op.den] += sign * (g * f(before[op.num])).sum(-1, keepdims=True) / c**2
-    else:
-        raise TypeError(f"no adjoint for {type(op).__name__}")
-
-
-def _unshift_add(target: np.ndarray, g: np.ndarray, offset: int) -> None:
-    """Transpose of :func:`iclkit.primitives.ops.shifted`: column t of g goes to column max(t - offset, 0)."""
-    if offset == 0:
-        target += g
-        return
-    T = g.shape[1]
-    np.add.at(target, (slice(None), np.maximum(np.arange(T) - offset, 0)), g)

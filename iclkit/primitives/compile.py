@@ -28,12 +28,9 @@ import torch
 from iclkit.primitives import bounds as bd
 from iclkit.primitives.errors import Context, Mechanism, own_error
 from iclkit.primitives.layout import Layout
-from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op
+from iclkit.primitives.ops import Div, Mean, Mul, Op, check_protocol
 from iclkit.primitives.program import READABLE_SYSTEM, Layer, Program
 from iclkit.transformer import DTYPES, Transformer, TransformerConfig
-
-SQRT_HALF_PI = math.sqrt(math.pi / 2)
-
 
 class BoundError(ValueError):
     """Input outside the domain the error bound is certified for."""
@@ -134,9 +131,7 @@ class Compiled:
     def layer_spec(self, i: int) -> "_LayerSpec":
         """What applied layer ``i``'s weights are made of: its heads (read pattern, sources,
         outputs) and MLP hidden units (terms read, entry written, product or linear pair)."""
-        mechs = self.mechanisms
-        return _layer_spec(self.schedule[i], self.layout, self.program.sizes(), self.ln_pad,
-                           {k: m.scale for k, m in mechs.items()}, {k: m.kappa for k, m in mechs.items()},
+        return _layer_spec(self.schedule[i], self.layout, self.program.sizes(), self.ln_pad, self.mechanisms,
                            self.context.levels)
 
     @property
@@ -243,6 +238,7 @@ def compile_program(
                          f"({bd.max_len(dtype)} columns: beyond it the logits' rounding can reach the gap between "
                          f"columns); use float64 or a shorter context")
     program.validate(max_width, dtype)
+    check_protocol(program.ops)
     if output is not None and (output not in program.slots or program.slots[output] not in ((), (1,))):
         raise ValueError(f"output must be a scalar slot of the program, got {output!r}")
     layout = program.layout()
@@ -259,7 +255,7 @@ def compile_program(
     mlp_ops = [op for layer in layers for op in layer.mlp]
     muls = [op for op in mlp_ops if isinstance(op, Mul)]
     placement = {id(op): i for i, layer in enumerate(layers) for op in (*layer.attn, *layer.mlp)}
-    mechs = {id(op): Mechanism(out_terms=_out_terms(op, sizes)) for op in program.ops}
+    mechs = {id(op): Mechanism(out_terms=op.out_terms(sizes)) for op in program.ops}
     for op in muls:  # each product's scale and balance from the bounds of its operands as it reads them
         mechs[id(op)].scale, mechs[id(op)].kappa = bd.choose_mul_scale(
             dtype, read_bounds[id(op)][op.a], read_bounds[id(op)][op.b], op.shape[1], levels)
@@ -303,8 +299,7 @@ def compile_program(
     # ---- weights ------------------------------------------------------------------------
     G = bd.attention_gap(dtype)
     scales = {k: m.scale for k, m in mechs.items()}
-    balances = {k: m.kappa for k, m in mechs.items()}
-    layer_specs = [_layer_spec(layer, layout, sizes, P, scales, balances, levels) for layer in layers]
+    layer_specs = [_layer_spec(layer, layout, sizes, P, mechs, levels) for layer in layers]
     heads = max((len(s.heads) for s in layer_specs), default=1) or 1
     value_dim = max((h.value_dim for s in layer_specs for h in s.heads.values()), default=1) or 1
     mlp_width = max((len(s.hidden) for s in layer_specs), default=1) or 1
@@ -427,17 +422,6 @@ def find_loop(keys: list[str]) -> tuple[int, int, int] | None:
     return best
 
 
-def _out_terms(op: Op, sizes: dict[str, int]) -> int:
-    """Nonzero output coefficients summed into one entry an attention op writes: its terms'
-    largest row count, a bias, and minus the old value (overwrite)."""
-    if isinstance(op, Mean):
-        return 2
-    if not isinstance(op, Aff):
-        return 1
-    count = sum(op.row_nonzeros(term, sizes) for term in op.terms)
-    return count + (op.bias is not None) + (not op.accumulate)
-
-
 def _value_dims(layer: Layer, sizes: dict[str, int]) -> int:
     """Most value dimensions a layer's heads can carry (the sources its attention ops read,
     old and new values of every written slot, the division pads, the reset's sum): the
@@ -533,8 +517,7 @@ class _LayerSpec:
         layer.W_O[reset, self.heads[0].value_dim - 1, layout.rows("bal").start] = -1.0
 
 
-def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, scales: dict, balances: dict,
-                levels: int) -> _LayerSpec:
+def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, mechs: dict, levels: int) -> _LayerSpec:
     """The weights of one layer. GeLU product units do not write the balance unit: their
     outputs are large cancelling terms, and rounding their sum there would move the
     residual's mean (LayerNorm's centre) by far more than the products' own error. Every
@@ -543,69 +526,19 @@ def _layer_spec(layer: Layer, layout: Layout, sizes: dict[str, int], P: float, s
     as their results, stay balanced in the MLP.)"""
     spec = _LayerSpec()
     spec.head(0, sizes)  # every layer's attention resets the residual's sum (the balance unit)
-    eye = lambda n: np.eye(n)  # noqa: E731
     for op in layer.attn:
-        if isinstance(op, Mean):
-            spec.head(None, sizes).add(op.src, op.dst, eye(sizes[op.dst]))
-        else:
-            for (src, W), offset in zip(op.matrices(sizes), op.term_offsets()):
-                spec.head(offset, sizes).add(src, op.dst, W)
-            b = op.bias_vector(sizes[op.dst])
-            if b is not None:
-                spec.head(0, sizes).add("one", op.dst, b.reshape(-1, 1))
-        if not getattr(op, "accumulate", False):
-            spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # overwrite: minus the old value
-    for div in layer.cleanups:
-        M = scales[id(div)]
-        spec.head(0, sizes).add(div.den, "div+", np.array([[-M]]))
-        spec.head(0, sizes).add(div.den, "div-", np.array([[M]]))
-    L = layout.width
+        op.lower(spec, sizes, mechs[id(op)], P, layout.width, levels)
+    for div in layer.cleanups:  # the previous layer's division pads
+        div.lower_cleanup(spec, sizes, mechs[id(div)])
     for op in layer.mlp:
         if op.dst in op.reads():  # in place: the MLP subtracts the old value, GeLU(z) - GeLU(-z) = z
             for i in range(sizes[op.dst]):
                 spec.hidden.append(([(op.dst, i, 1.0)], op.dst, i, -1.0))
                 spec.hidden.append(([(op.dst, i, -1.0)], op.dst, i, 1.0))
         else:
-            spec.head(0, sizes).add(op.dst, op.dst, -eye(sizes[op.dst]))  # clear the target first
-        if isinstance(op, Mul):
-            spec.read_scale = P * math.sqrt(2 / L)
-            first = len(spec.hidden)
-            _product_units(spec, op, scales[id(op)], balances[id(op)], levels)
-            spec.products.update(range(first, len(spec.hidden)))
-            if op.bias:
-                spec.out_bias += [(op.dst, i, op.bias) for i in range(sizes[op.dst])]
-        else:
-            M = scales[id(op)]
-            if not spec.dividing:  # the first division of the layer sets up the pads
-                spec.dividing = True
-                spec.read_scale = M * math.sqrt(2 / L)
-                h0 = spec.head(0, sizes)
-                h0.add(op.den, "div+", np.array([[M]]))
-                h0.add(op.den, "div-", np.array([[-M]]))
-                h0.add("one", "pad+", np.array([[-P]]))
-                h0.add("one", "pad-", np.array([[P]]))
-                spec.out_bias += [("pad+", 0, P), ("pad-", 0, -P)]
-            for i in range(sizes[op.dst]):  # GeLU(z) - GeLU(-z) = z, exactly
-                spec.hidden.append(([(op.num, i, 1.0)], op.dst, i, 1.0))
-                spec.hidden.append(([(op.num, i, -1.0)], op.dst, i, -1.0))
+            spec.head(0, sizes).add(op.dst, op.dst, -np.eye(sizes[op.dst]))  # clear the target first
+        op.lower(spec, sizes, mechs[id(op)], P, layout.width, levels)
     return spec
-
-
-def _product_units(spec: _LayerSpec, op: Mul, S: float, kappa: float, levels: int) -> None:
-    """ab = S^2/4 (sq((ka+b/k)/S) - sq((ka-b/k)/S)), Richardson-combined over scales S 2^m."""
-    p, q, r = op.shape
-    factors, weights = bd.richardson_weights(levels)
-    for i in range(p):
-        for k in range(r):
-            for j in range(q):
-                a_idx, b_idx, out_idx = i * q + j, j * r + k, i * r + k
-                for f, w in zip(factors, weights):
-                    Sm = S * f
-                    c_out = w * Sm**2 / 4 * SQRT_HALF_PI
-                    for sign_b, sign_out in ((1.0, 1.0), (-1.0, -1.0)):
-                        for sign in (1.0, -1.0):
-                            terms = [(op.a, a_idx, sign * kappa / Sm), (op.b, b_idx, sign * sign_b / (kappa * Sm))]
-                            spec.hidden.append((terms, op.dst, out_idx, sign_out * c_out))
 
 
 def _write_embedding(model: Transformer, layout: Layout, inputs: list[str], sizes: dict[str, int], P: float, T_max: int) -> None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from iclkit.primitives import bounds as bd
-from iclkit.primitives.ops import Aff, Div, Mean, Mul, Op
+from iclkit.primitives.ops import Op
 
 
 @dataclass
@@ -37,29 +36,9 @@ class Context:
 
 
 def own_error(op: Op, mech: Mechanism, ctx: Context, layer: int, read, other, dst_old, out):
-    """Own error of ``op``: ``read`` maps each slot it reads to the magnitude read (scalar, or
-    array broadcasting over (batch, T, entries)); ``other`` the largest magnitude over all
-    columns of the same slots (what attention can leak); ``dst_old`` the magnitude of the
-    target before the write (cleared by attention), ``out`` the magnitude of the result."""
-    dtype, t_max = ctx.dtype, ctx.t_max
-    if isinstance(op, Mean):
-        return bd.mean_error(dtype, t_max + 1, read[op.src], out) + bd.attention_error(
-            dtype, t_max, other[op.dst], dst_old, 0.0, 1)
-    if isinstance(op, Aff):
-        mass = op.input_mass(read, ctx.sizes)
-        other_mass = op.input_mass(other, ctx.sizes)
-        if not op.accumulate:
-            mass, other_mass = mass + dst_old, other_mass + other[op.dst]
-        return bd.attention_error(dtype, t_max, other_mass, mass, out, mech.out_terms)
-    ln = ctx.ln[layer]
-    in_place = op.dst in op.reads()
-    clear = 0.0 if in_place else bd.attention_error(dtype, t_max, other[op.dst], dst_old, 0.0, 1)
-    if isinstance(op, Mul):
-        err = bd.mul_error(dtype, ln, read[op.a], read[op.b], op.shape[1], ctx.levels, mech.scale, mech.kappa, out)
-        if in_place:  # the MLP subtracts the old value, read through LayerNorm and a linear pair
-            err = err + bd.linear_read_error(dtype, ln, dst_old)
-        return err + clear
-    if isinstance(op, Div):
-        return bd.div_error(dtype, ln, read[op.num], read[op.den], out) + clear
-    raise TypeError(f"no error model for {type(op).__name__}")
-
+    """Own error of ``op`` (:meth:`Op.own_error`, each op family's formula): ``read`` maps each
+    slot it reads to the magnitude read (scalar, or array broadcasting over (batch, T,
+    entries)); ``other`` the largest magnitude over all columns of the same slots (what
+    attention can leak); ``dst_old`` the magnitude of the target before the write (cleared by
+    attention), ``out`` the magnitude of the result."""
+    return op.own_error(mech, ctx, layer, read, other, dst_old, out)

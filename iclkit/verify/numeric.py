@@ -38,8 +38,12 @@ def exact_predictions(name: str, params: dict, X, y, xq) -> np.ndarray:
 
 
 def closed_form(c: Construction, X, y, xq) -> np.ndarray:
-    """What the construction must predict: the same algorithm, same parameters, in numpy."""
-    return exact_predictions(c.name, c.params, X, y, xq)
+    """What the construction must predict, per prompt: its closed form (for a shipped one, the
+    algorithm of the same name and parameters in numpy); for one without a closed form (a
+    user's construction read from its file), its program's exact value."""
+    if c.closed_form is None:
+        return np.atleast_1d(c.reference(X, y, xq)).astype(float)
+    return np.array([c.closed_form(X[b], y[b], xq[b]) for b in range(X.shape[0])])
 
 
 @dataclass
@@ -89,6 +93,14 @@ def check(name: str, d: int, n: int, *, dtype: str = "float64", mode: str = "fus
     params = DEFAULT_PARAMS[name] if params is None else params
     t0 = time.perf_counter()
     c = REGISTRY[name](d, n, dtype=dtype, mode=mode, **params)
+    return check_construction(c, seed=seed, trials=trials, build_s=time.perf_counter() - t0)
+
+
+def check_construction(c: Construction, *, seed: int = 0, trials: int = 32, build_s: float = 0.0) -> Row:
+    """Run a construction (shipped, or a user's from ``from_program``) on ``trials`` seeded
+    prompts and hold it against its closed form (:func:`closed_form`), its per-prompt
+    certificates and its domain-wide bound."""
+    d, n, dtype = c.d, c.n, c.model.cfg.dtype
     t1 = time.perf_counter()
     X, y, xq = sample_problems(d, n, trials, seed)
     try:
@@ -100,9 +112,9 @@ def check(name: str, d: int, n: int, *, dtype: str = "float64", mode: str = "fus
     err = np.abs(yhat - exact)
     cert = c.certify(X, y, xq)
     within = bool(np.all(np.abs(yhat - c.reference(X, y, xq)) <= cert))
-    return Row(name, mode, dtype, d, n, c.num_layers, c.width, c.model.num_parameters(), float(err.max()),
+    return Row(c.name, c.mode, dtype, d, n, c.num_layers, c.width, c.model.num_parameters(), float(err.max()),
                float((err / (1 + np.abs(exact))).max()), c.error_bound, float(cert.max()), within,
-               targets(n, dtype), t1 - t0, t2 - t1, float(c.compiled.slot_bounds["yhat"]), c.guarded, refused)
+               targets(n, dtype), build_s, t2 - t1, float(c.compiled.slot_bounds["yhat"]), c.guarded, refused)
 
 
 HEADER_FIELDS = ("construction", "d", "n", "mode", "params", "x_norm", "y_bound", "dtype", "program")

@@ -77,6 +77,30 @@ def constructions_within_certificate_or_refused(problem, lam, lr):
         assert worst[1] <= 1.0, (name, worst)
 
 
+def within_certificate_or_refused(c: C.Construction):
+    """The property "within its certificate or refused" for one construction (shipped, or a
+    user's from ``from_program``), as a hypothesis test over prompts of its n examples at three
+    data scales: each prediction is within its per-prompt certificate of the program's exact
+    value, within the domain-wide bound of its closed form (:func:`~iclkit.verify.numeric.closed_form`)
+    and every op's measured own error within the rounding model, or the prompt is refused."""
+    from iclkit.verify.numeric import closed_form
+
+    @given(problem=problems(d=st.just(c.d), n=st.just(c.n), scale=st.sampled_from([0.5, 1.0, 2.5])))
+    def prop(problem):
+        X, y, xq = problem
+        try:
+            pred = c.predict(X, y, xq)
+        except BoundError:
+            return
+        certificate, ratios = c.audit(X, y, xq)
+        assert abs(pred - c.reference(X, y, xq)) <= certificate[0], c.name
+        assert abs(pred - closed_form(c, X[None], y[None], xq[None])[0]) <= c.error_bound, c.name
+        worst = max(ratios.items(), key=lambda kv: kv[1])
+        assert worst[1] <= 1.0, (c.name, worst)
+
+    return prop
+
+
 def _ridge_whole_domain(d: int, n: int, lam: float, **domain) -> C.Construction:
     """Ridge sized for every iterate of its domain, ``|w_k| <= sqrt(n) Y / (2 sqrt lam)``, not
     only the noiseless ones the default w_bound covers: metamorphic properties use noisy prompts."""

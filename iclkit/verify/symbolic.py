@@ -352,6 +352,15 @@ def attention_mechanism(T: int = 6) -> tuple[bool, str]:
     return ok, f"leak / ((T-1) e^-G) -> {sp.limit(leak / ((T - 1) * sp.exp(-G)), G, sp.oo)}"
 
 
+OP_PROOFS = {  # op class -> the claims of `iclkit prove` that prove its mechanism and its compiled layer
+    "Aff": ("primitive mov/aff/mean: hard attention", "compiled aff layer (matrix, scalar, bias)"),
+    "Mov": ("primitive mov/aff/mean: hard attention", "compiled mov layer (t-1), G -> oo"),
+    "Mean": ("primitive mov/aff/mean: hard attention", "compiled mean layer"),
+    "Mul": ("primitive mul/dot: GeLU product, 2 scale(s)", "compiled mul layer, P and S symbolic"),
+    "Div": ("primitive div: LayerNorm division (Lemma 8)", "compiled div layer, M symbolic"),
+}
+
+
 def claims(max_d: int = 3):
     """Every claim as (name, function returning (ok, detail))."""
     out = [
@@ -416,13 +425,14 @@ def _compiled_mlp(op, slots: dict, inputs: dict, constant: sp.Symbol, h: dict, p
     for div) left as a symbol: returns (LayerNorm's scale factor gamma, the written value)."""
     from iclkit.primitives import Program, compile_program
     from iclkit.primitives.compile import _layer_spec
+    from iclkit.primitives.errors import Mechanism
 
     program = Program(slots, inputs, [op])
     compiled = compile_program(program, max_len=2, levels=1)
     layer = compiled.schedule[0]
     sizes = program.sizes()
-    scales = {id(op): constant if op.name == "div" else S}
-    spec = _layer_spec(layer, compiled.layout, sizes, P, scales, {id(op): 1}, levels=1)
+    mechs = {id(op): Mechanism(scale=constant if op.sets_layer_norm else S, kappa=1)}
+    spec = _layer_spec(layer, compiled.layout, sizes, P, mechs, levels=1)
     # the residual after the layer's attention: slots, constant units, pads, balance (mean 0)
     units = {name: h.get(name, sp.Integer(0)) for name in compiled.layout.slots}
     units[pad_names[0]], units[pad_names[1]] = pad, -pad
@@ -484,10 +494,11 @@ def compiled_attention_layer(op, slots: dict, inputs: dict, T: int = 4) -> bool:
 def attention_layer_matches(compiled, T: int) -> bool:
     """The check of :func:`compiled_attention_layer` on an already compiled one-op program."""
     from iclkit.primitives.compile import _layer_spec
+    from iclkit.primitives.errors import Mechanism
 
     program, op = compiled.program, compiled.program.ops[0]
     layer, torch_layer = compiled.schedule[0], compiled.model.layers[0]
-    spec = _layer_spec(layer, compiled.layout, program.sizes(), 1.0, {}, {}, levels=1)
+    spec = _layer_spec(layer, compiled.layout, program.sizes(), 1.0, compiled.mechanisms, levels=1)
     shifts = list(spec.heads)  # head h of the torch layer reads column max(t - shifts[h], 0)
     exact = lambda t: sp.Matrix(t.detach().numpy().tolist()).applyfunc(sp.nsimplify)  # noqa: E731
     labels = compiled.layout.labels()

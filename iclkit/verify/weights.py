@@ -91,18 +91,11 @@ def _recognise(layer: int, head: int, logits: np.ndarray, T: int) -> Selection:
     return Selection(layer, head, fixed.pop(), worst)
 
 
-def read_patterns(layer) -> set:
-    """The columns a program layer's attention reads: its ops' offsets, the query column itself
-    (overwrites, biases, the balance reset) and, for a mean, the causal prefix (None)."""
-    patterns = {0}
-    for op in layer.attn:
-        patterns |= {None} if op.name == "mean" else set(op.term_offsets())
-    return patterns
-
-
-def prove_attention(model: Transformer, layout: Layout, schedule: list) -> list[Selection]:
-    """Check every applied layer's heads against the program's read patterns: every head that
-    writes (nonzero W_O) must select one of its layer's patterns (:func:`read_patterns`), every
+def prove_attention(model: Transformer, compiled) -> list[Selection]:
+    """Check every applied layer's heads against the program's read patterns (the column
+    shifts, or None for the causal mean, of :func:`expected_attention_maps`; the query column
+    itself always: overwrites, biases, the balance reset): every head that
+    writes (nonzero W_O) must select one of its layer's patterns, every
     pattern must have a head, and off-target mass must be within the leak the compiler's error
     bounds assume (:func:`bounds.attention_leak`). Raises WeightProofError at the first layer
     and head that fails."""
@@ -110,10 +103,10 @@ def prove_attention(model: Transformer, layout: Layout, schedule: list) -> list[
     # this check's own float64 logits err like the model's (bounds.logit_error): its mass is
     # within e^{2 eps} of the exact logits' mass, which is what the compiler's leak bounds
     leak = bd.attention_leak(model.cfg.dtype, t_max) * math.exp(2 * bd.logit_error("float64", t_max))
-    found = selections(model, layout)
+    found = selections(model, compiled.layout)
     layers = model.applied_layers
-    for i, program_layer in enumerate(schedule):
-        want = read_patterns(program_layer)
+    for i, program_layer in enumerate(compiled.schedule):
+        want = set(expected_attention_maps(program_layer, compiled))
         served = set()
         for s in (s for s in found if s.layer == i):
             if not torch.any(layers[i].W_O[s.head] != 0):
@@ -134,45 +127,58 @@ def prove_attention(model: Transformer, layout: Layout, schedule: list) -> list[
 UNWRITTEN = ("one", "pos", "pos2", "bos", "zero")
 
 
-def expected_attention_maps(layer, sizes: dict[str, int], layout: Layout, P: float, div_scale) -> dict:
+class _Sink:
+    """What an op's :meth:`~iclkit.primitives.ops.Op.expected_weights` writes into: per read
+    pattern, the linear map on the residual (attention); GeLU units and b_out (MLP)."""
+
+    def __init__(self, layout: Layout, read: float = 1.0) -> None:
+        self.layout, self.read = layout, read
+        self.maps: dict = {0: np.zeros((layout.width, layout.width))}
+        self.units: list[tuple[dict, dict]] = []
+        self.b_out: dict = {}
+        self.zero, self.bal = layout.rows("zero").start, layout.rows("bal").start
+
+    def row(self, slot: str, i: int) -> int:
+        return self.layout.rows(slot).start + i
+
+    def map(self, shift, src: str, dst: str, W) -> None:
+        M = self.maps.setdefault(shift, np.zeros((self.layout.width, self.layout.width)))
+        M[self.layout.rows(src), self.layout.rows(dst)] += np.asarray(W, dtype=float).T
+
+    def unit(self, terms: list[tuple[int, float]], outputs: dict, balanced: bool) -> None:
+        """A GeLU unit reading rows at LayerNorm's scale, minus the normalised zero unit."""
+        inputs: dict = {}
+        for row, coef in terms:
+            inputs[row] = inputs.get(row, 0.0) + coef * self.read
+            inputs[self.zero] = inputs.get(self.zero, 0.0) - coef * self.read
+        if balanced:
+            outputs = outputs | {self.bal: -sum(outputs.values())}
+        self.units.append((inputs, outputs))
+
+    def bias(self, slot: str, i: int, value: float) -> None:
+        row = self.row(slot, i)
+        self.b_out[row] = self.b_out.get(row, 0.0) + value
+
+
+def expected_attention_maps(layer, compiled) -> dict:
     """The program's attention sublayer as linear maps on the program's slots, one per read
     pattern: ``{shift or None: (L, L) matrix}``, row = unit read at the selected column,
     column = unit written at the query column (what ``W_V[h] @ W_O[h]``, summed over the heads
-    of that pattern, must equal on the program's own slots)."""
-    L = layout.width
-    maps: dict = {}
-
-    def add(shift, src: str, dst: str, W: np.ndarray) -> None:
-        M = maps.setdefault(shift, np.zeros((L, L)))
-        M[layout.rows(src), layout.rows(dst)] += np.asarray(W, dtype=float).T
-
-    maps[0] = np.zeros((L, L))
+    of that pattern, must equal on the program's own slots): each attention op's expected
+    weights, the MLP targets' clearing, and a division's pad swap and removal."""
+    sizes, mechs = compiled.program.sizes(), compiled.mechanisms
+    sink = _Sink(compiled.layout)
     for op in layer.attn:
-        if op.name == "mean":
-            add(None, op.src, op.dst, np.eye(sizes[op.dst]))
-        else:
-            for (src, W), shift in zip(op.matrices(sizes), op.term_offsets()):
-                add(shift, src, op.dst, W)
-            b = op.bias_vector(sizes[op.dst])
-            if b is not None:
-                add(0, "one", op.dst, b.reshape(-1, 1))
-        if not getattr(op, "accumulate", False):
-            add(0, op.dst, op.dst, -np.eye(sizes[op.dst]))
+        op.expected_weights(sink, sizes, mechs[id(op)], compiled.context.levels)
     for op in layer.mlp:
         if op.dst not in op.reads():  # the attention clears the MLP's target
-            add(0, op.dst, op.dst, -np.eye(sizes[op.dst]))
-    divs = [op for op in layer.mlp if op.name == "div"]
-    if divs:  # LayerNorm divides: the pads ±P give way to ±M den
-        M = div_scale(divs[0])
-        add(0, divs[0].den, "div+", [[M]])
-        add(0, divs[0].den, "div-", [[-M]])
-        add(0, "one", "pad+", [[-P]])
-        add(0, "one", "pad-", [[P]])
+            sink.map(0, op.dst, op.dst, -np.eye(sizes[op.dst]))
+    divs = [op for op in layer.mlp if op.sets_layer_norm]
+    if divs:  # LayerNorm divides: the pads ±P give way to ±M den (one divisor per layer)
+        divs[0].expected_pads(sink, mechs[id(divs[0])], compiled.ln_pad)
     for op in layer.cleanups:  # the previous layer's division pads removed
-        M = div_scale(op)
-        add(0, op.den, "div+", [[-M]])
-        add(0, op.den, "div-", [[M]])
-    return maps
+        op.expected_cleanup(sink, mechs[id(op)])
+    return sink.maps
 
 
 def prove_attention_maps(model: Transformer, compiled, found: list[Selection]) -> None:
@@ -200,8 +206,7 @@ def prove_attention_maps(model: Transformer, compiled, found: list[Selection]) -
                     head_maps[(stored, s.head)] = (layer.W_V[s.head].detach().double()
                                                    @ layer.W_O[s.head].detach().double()).numpy()
                 maps[s.shift] = maps.get(s.shift, 0) + head_maps[(stored, s.head)]
-        want = expected_attention_maps(schedule[i], sizes, layout, compiled.ln_pad,
-                                       lambda op: compiled.mechanisms[id(op)].scale)
+        want = expected_attention_maps(schedule[i], compiled)
         for shift in set(maps) | set(want):
             got = maps.get(shift, np.zeros((layout.width, layout.width)))
             exp = want.get(shift, np.zeros_like(got))
@@ -230,60 +235,24 @@ def expected_mlp_units(layer, compiled) -> tuple[list[tuple[dict, dict]], dict]:
     constants (pad P, product scale S and balance kappa, division scale M, Richardson levels):
     ``([(inputs {row: coefficient}, outputs {row: coefficient})], b_out {row: value})``.
 
-    - mul, dot: ``ab = S^2/4 (sq((ka + b/k)/S) - sq((ka - b/k)/S))``, ``sq(z) = sqrt(pi/2)(GeLU(z) +
-      GeLU(-z))``, over Richardson scales ``S 2^m`` with weights w_m: four units per scale and
-      product, writing only the product's entry (unbalanced: the next attention resets);
-    - in place, and div: linear pairs ``GeLU(z) - GeLU(-z) = z`` (balanced);
+    - each op's expected units (:meth:`~iclkit.primitives.ops.Op.expected_weights`: a mul's
+      polarisation units, a div's linear pairs);
+    - in place: linear pairs ``GeLU(z) - GeLU(-z) = z`` subtracting the old value (balanced);
     - every read at LayerNorm's scale (``P sqrt(2/L)``, or ``M sqrt(2/L)`` when dividing) and
-      minus the normalised zero unit."""
-    layout, sizes = compiled.layout, compiled.program.sizes()
-    L = layout.width
-    r = lambda slot, i: layout.rows(slot).start + i  # noqa: E731
-    zero, bal = layout.rows("zero").start, layout.rows("bal").start
-    divs = [op for op in layer.mlp if op.name == "div"]
-    read = (compiled.mechanisms[id(divs[0])].scale if divs else compiled.ln_pad) * math.sqrt(2 / L)
-    units, b_out = [], {}
-
-    def unit(terms: list[tuple[int, float]], outputs: dict, balanced: bool) -> None:
-        inputs: dict = {}
-        for row, coef in terms:
-            inputs[row] = inputs.get(row, 0.0) + coef * read
-            inputs[zero] = inputs.get(zero, 0.0) - coef * read
-        if balanced:
-            outputs = outputs | {bal: -sum(outputs.values())}
-        units.append((inputs, outputs))
-
-    factors, weights = bd.richardson_weights(compiled.context.levels)
+      minus the normalised zero unit; a dividing layer's bias restores the pads ±P."""
+    layout, sizes, mechs = compiled.layout, compiled.program.sizes(), compiled.mechanisms
+    divs = [op for op in layer.mlp if op.sets_layer_norm]
+    sink = _Sink(layout, (mechs[id(divs[0])].scale if divs else compiled.ln_pad) * math.sqrt(2 / layout.width))
     for op in layer.mlp:
         if op.dst in op.reads():
             for i in range(sizes[op.dst]):
-                unit([(r(op.dst, i), 1.0)], {r(op.dst, i): -1.0}, True)
-                unit([(r(op.dst, i), -1.0)], {r(op.dst, i): 1.0}, True)
-        if op.name == "div":
-            for i in range(sizes[op.dst]):
-                unit([(r(op.num, i), 1.0)], {r(op.dst, i): 1.0}, True)
-                unit([(r(op.num, i), -1.0)], {r(op.dst, i): -1.0}, True)
-            continue
-        mech = compiled.mechanisms[id(op)]
-        p, q, s = op.shape
-        for i in range(p):
-            for k in range(s):
-                for j in range(q):
-                    a, b, out = r(op.a, i * q + j), r(op.b, j * s + k), r(op.dst, i * s + k)
-                    for f, w in zip(factors, weights):
-                        Sm = mech.scale * f
-                        c_out = w * Sm**2 / 4 * math.sqrt(math.pi / 2)
-                        for sign_b in (1.0, -1.0):
-                            for sign in (1.0, -1.0):
-                                unit([(a, sign * mech.kappa / Sm), (b, sign * sign_b / (mech.kappa * Sm))],
-                                     {out: sign_b * c_out}, False)
-        if op.bias:
-            for i in range(sizes[op.dst]):
-                b_out[r(op.dst, i)] = b_out.get(r(op.dst, i), 0.0) + op.bias
+                sink.unit([(sink.row(op.dst, i), 1.0)], {sink.row(op.dst, i): -1.0}, True)
+                sink.unit([(sink.row(op.dst, i), -1.0)], {sink.row(op.dst, i): 1.0}, True)
+        op.expected_weights(sink, sizes, mechs[id(op)], compiled.context.levels)
     if divs:  # the MLP restores the pads its attention took away
-        b_out[layout.rows("pad+").start] = compiled.ln_pad
-        b_out[layout.rows("pad-").start] = -compiled.ln_pad
-    return units, b_out
+        sink.b_out[layout.rows("pad+").start] = compiled.ln_pad
+        sink.b_out[layout.rows("pad-").start] = -compiled.ln_pad
+    return sink.units, sink.b_out
 
 
 def _close(got: np.ndarray, want: np.ndarray, eps: float) -> bool:
@@ -379,7 +348,7 @@ def prove_weights(model: Transformer, compiled) -> list[Selection]:
     readout; each applied layer's attention (selection, then W_V W_O) and MLP units; then the
     dataflow of those layers, in the order a layer computes, against the program's order."""
     prove_embedding(model, compiled)
-    found = prove_attention(model, compiled.layout, compiled.schedule)
+    found = prove_attention(model, compiled)
     prove_attention_maps(model, compiled, found)
     prove_mlp(model, compiled)
     prove_dataflow(compiled)
