@@ -136,7 +136,8 @@ def _construction(args: argparse.Namespace):
     tensor)."""
     from pathlib import Path
 
-    from iclkit.verify.numeric import DEFAULT_PARAMS, load_construction
+    from iclkit.constructions.saved import load_construction
+    from iclkit.verify.numeric import DEFAULT_PARAMS
 
     if args.construction not in REGISTRY:
         if not Path(args.construction).is_file():
@@ -202,7 +203,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from iclkit.verify.numeric import load_construction, sample_problems
+    from iclkit.constructions.saved import load_construction
+    from iclkit.verify.numeric import sample_problems
 
     c = load_construction(args.file)
     d, n = c.d, c.n
@@ -241,7 +243,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 def cmd_prove_file(path: str) -> int:
     """Every field of a saved model's header and every tensor against the program it carries
     (iclkit.verify.weights), then that the layers compute the program."""
-    from iclkit.verify.numeric import first_difference, open_construction
+    from iclkit.constructions.saved import first_difference, open_construction
     from iclkit.verify.weights import WeightProofError, prove_weights
 
     model, c = open_construction(path)  # the header's configuration, field by field: refused by name
@@ -525,8 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_probe)
 
     args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["verify"])
+    if args.command is None:  # bare `iclkit`: what it can do, not a long job
+        parser.print_help()
+        return 0
     try:
         return args.fn(args)
     except (ValueError, OSError, KeyError) as e:

@@ -306,7 +306,7 @@ def load_export(out: str | Path):
     from safetensors.torch import load_file
     from transformers import GPT2LMHeadModel
 
-    from iclkit.verify.numeric import rebuild
+    from iclkit.constructions.saved import rebuild
 
     out = Path(out)
     try:

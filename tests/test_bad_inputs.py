@@ -172,3 +172,8 @@ def test_a_model_far_too_large_is_refused_before_it_is_planned(monkeypatch):
     monkeypatch.setattr("iclkit.primitives.compile.available_memory", lambda: 24 * 2**30)
     with pytest.raises(ValueError, match=r"ridge\(d=64, n=1000\) would hold at least [\d,]+ parameters"):
         C.ridge(64, 1000, lam=0.1)
+
+
+def test_bare_iclkit_prints_usage(capsys):
+    rc, out = run([], capsys)
+    assert rc == 0 and "usage: iclkit" in out and "verify" in out and "iclkit verify (" not in out

@@ -431,3 +431,29 @@ def test_the_guard_certifies_the_values_predict_returns():
     assert np.array_equal(certify(c.compiled, c.inputs(X, y, xq), "yhat", values=out), plain)
     shifted = certify(c.compiled, c.inputs(X, y, xq), "yhat", values=out + 1e-9)
     assert np.allclose(shifted - plain, 1e-9, rtol=1e-6, atol=0)
+
+
+def test_a_batch_with_refused_prompts_keeps_the_accepted_predictions():
+    """predict(on_refusal="nan") and predict_each: a prompt off the domain gets NaN and its
+    reason; the others are exactly what predict returns for them alone."""
+    c = C.sgd(2, 3, lr=0.01, lam=0.1)
+    X, y, xq = sample_problems(2, 3, 4, seed=1)
+    X[2, 0] *= 100.0  # |x| far beyond x_norm
+    with pytest.raises(BoundError):
+        c.predict(X, y, xq)
+    values, reasons = c.predict_each(X, y, xq)
+    assert np.isnan(values[2]) and "x_norm" in reasons[2]
+    for b in (0, 1, 3):
+        assert reasons[b] is None and values[b] == c.predict(X[b], y[b], xq[b])
+    assert np.array_equal(c.predict(X, y, xq, on_refusal="nan"), values, equal_nan=True)
+    with pytest.raises(ValueError, match="on_refusal must be"):
+        c.predict(X, y, xq, on_refusal="skip")
+
+
+def test_construction_load_rebuilds_a_saved_file(tmp_path):
+    c = C.ridge(2, 3, lam=0.1, mode="faithful")
+    c.save(tmp_path / "r.safetensors")
+    loaded = C.Construction.load(tmp_path / "r.safetensors")
+    X, y, xq = sample_problems(2, 3, 4, seed=2)
+    assert loaded.name == "ridge" and loaded.mode == "faithful"
+    assert np.array_equal(loaded.predict(X, y, xq), c.predict(X, y, xq))

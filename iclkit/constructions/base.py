@@ -207,14 +207,21 @@ class Construction:
         X, y, xq, _ = self._batch(X, y, xq)
         return self.compiled.tokens(self.inputs(X, y, xq))
 
-    def predict(self, X, y, xq, strict: bool = True):
+    def predict(self, X, y, xq, strict: bool = True, on_refusal: str = "raise"):
         """The transformer's prediction at the query column: a float, or shape (batch,).
 
         Strict (default): the weights must be the compiled ones and every prompt inside the
         certified domain (else ``ValueError`` or :class:`BoundError` naming why); where the
         a-priori bound cannot promise the accuracy target (:attr:`guarded`), each prediction
         comes from the run that certifies it, and one whose certificate exceeds its target is
-        refused. ``strict=False`` warns instead and runs the forward pass alone."""
+        refused. ``on_refusal="nan"``: a refused prompt gets NaN and the others their
+        predictions (:meth:`predict_each` also gives the reasons). ``strict=False`` warns
+        instead and runs the forward pass alone."""
+        if on_refusal not in ("raise", "nan"):
+            raise ValueError(f"on_refusal must be 'raise' or 'nan', got {on_refusal!r}")
+        if on_refusal == "nan":
+            values, _ = self.predict_each(X, y, xq)
+            return float(values[0]) if np.ndim(X) == 2 else values
         X, y, xq, single = self._batch(X, y, xq)
         self.compiled.check_model(strict)
         if strict:
@@ -227,6 +234,24 @@ class Construction:
             with torch.no_grad():
                 out = self.model(self.compiled.tokens(inputs))[:, -1].cpu().numpy()
         return float(out[0]) if single else out
+
+    def predict_each(self, X, y, xq) -> tuple[np.ndarray, list[str | None]]:
+        """Strict predictions for a batch, prompt by prompt where some are refused: (values of
+        shape (batch,), NaN where refused; per prompt None or the reason it was refused). The
+        batch runs at once; only if it is refused are its prompts run one at a time."""
+        X, y, xq, _ = self._batch(X, y, xq)
+        try:
+            return np.asarray(self.predict(X, y, xq), dtype=float), [None] * len(X)
+        except BoundError:
+            pass
+        values, reasons = np.full(len(X), np.nan), []
+        for b in range(len(X)):
+            try:
+                values[b] = self.predict(X[b], y[b], xq[b])
+                reasons.append(None)
+            except BoundError as e:
+                reasons.append(str(e).replace("prompt 0: ", "", 1))
+        return values, reasons
 
     def _certified(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The run-time guard (:attr:`guarded`), from one run per chunk of prompts: the program's
@@ -247,6 +272,15 @@ class Construction:
                              f"{self.a_priori_bound:.4g}, cannot promise the target, so predictions are certified as "
                              "they run)")
         return out
+
+    @staticmethod
+    def load(path) -> "Construction":
+        """The construction a file written by :meth:`save` holds, rebuilt from its header (its
+        program, so a user's construction needs no user code) and checked against the file:
+        every configuration field and every tensor (``ValueError`` naming the first that differs)."""
+        from iclkit.constructions.saved import load_construction
+
+        return load_construction(path)
 
     def save(self, path) -> None:
         """Write the model and what it is (construction, sizes, parameters, layout, domain)."""

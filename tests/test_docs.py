@@ -1,0 +1,50 @@
+"""The README and docs/ stand alone: every link resolves inside the repository (files and
+heading anchors), nothing points outside it, and no page talks about issues or reviews."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    out = set()
+    for heading in re.findall(r"^#+ (.+)$", page.read_text(), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        out.add(slug)
+    return out
+
+
+def test_every_link_resolves_inside_the_repository():
+    broken = []
+    for page in PAGES:
+        for target in LINK.findall(page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                broken.append(f"{page.name}: {target} points outside the repository")
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            if ROOT.resolve() not in resolved.parents and resolved != ROOT.resolve():
+                broken.append(f"{page.name}: {target} leaves the repository")
+            elif not resolved.exists():
+                broken.append(f"{page.name}: {target} does not exist")
+            elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+                broken.append(f"{page.name}: #{anchor} is no heading of {resolved.name}")
+    assert not broken, broken
+
+
+def test_no_page_mentions_issues_reviews_or_files_outside_the_repository():
+    for page in PAGES:
+        text = page.read_text()
+        for word in (r"\bissues?\b", r"\breview(er|s)?\b", r"\.\./shared"):
+            assert not re.search(word, text, re.I), (page.name, word, re.search(word, text, re.I))
+
+
+def test_the_first_example_prints_what_the_readme_says(capsys):
+    section = (ROOT / "README.md").read_text().split("## First example", 1)[1]
+    code, printed = re.findall(r"```(?:python)?\n(.*?)```", section, re.S)[:2]
+    exec(compile(code, "README first example", "exec"), {})
+    assert capsys.readouterr().out == printed
