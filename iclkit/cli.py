@@ -166,12 +166,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         from iclkit.export import to_hf_gpt2
     except ImportError as e:
         raise ValueError(f"export needs the [export] extra (pip install -e '.[export]'): {e}") from None
-    from iclkit.verify.numeric import closed_form, sample_problems
+    from iclkit.verify.numeric import closed_form, domain_problems
 
     c = _construction(args)
     _, W_E = to_hf_gpt2(c, args.out)
     model = GPT2LMHeadModel.from_pretrained(args.out, torch_dtype=torch.float64).eval()
-    X, y, xq = sample_problems(c.d, c.n, 8, seed=0)
+    X, y, xq = domain_problems(c, 8, seed=0)
     tokens = c.compiled.tokens(c.inputs(X, y, xq))
     with torch.no_grad():
         yhat = model(inputs_embeds=tokens @ W_E).logits[:, -1, 0].numpy()
@@ -204,7 +204,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from iclkit.constructions.saved import load_construction
-    from iclkit.verify.numeric import sample_problems
+    from iclkit.verify.numeric import domain_problems
 
     c = load_construction(args.file)
     d, n = c.d, c.n
@@ -212,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = np.load(args.prompts)
         X, y, xq = data["X"], data["y"], data["xq"]
     else:
-        X, y, xq = sample_problems(d, n, args.batch, args.seed)
+        X, y, xq = domain_problems(c, args.batch, args.seed)
     pred = np.atleast_1d(c.predict(X, y, xq))  # the same guard as predict: a prompt off the domain is refused
     cert = np.atleast_1d(c.certify(X, y, xq))
     k = np.shape(X)[-2]  # a model built for n runs prompts of k <= n examples
@@ -538,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - e.g. safetensors' error for a file that is not a model
         if type(e).__module__.split(".")[0] not in ("safetensors", "numpy", "zipfile"):
             raise
-        console.print(f"[red]error:[/] {getattr(args, 'file', '')}: {type(e).__name__}: {e}")
+        where = getattr(args, "file", None) or getattr(args, "out", None)
+        console.print(f"[red]error:[/] {where + ': ' if where else ''}{type(e).__name__}: {e}")
         return 2
 
 

@@ -338,27 +338,38 @@ def load_export(out: str | Path):
 
 
 # config.json keys that record where a file came from, not what the model computes
-PROVENANCE = {"transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype", "model_type"}
+PROVENANCE = {"transformers_version", "architectures", "_name_or_path"}
+SAVED_DTYPE = "float64"  # the dtype save_pretrained records (a stock loader builds the model in it)
 
 
 def config_difference(out: Path, fields: dict) -> str | None:
-    """The first config.json field whose value is not the export's (every field but the
-    provenance keys changes what GPT-2 computes or how transformers builds it), or None."""
+    """The first field of config.json, as transformers reads it (an absent key takes its
+    default), whose value is not the export's, or None. Every field but the provenance keys
+    changes what GPT-2 computes or how a stock loader builds it; the dtype must be the one the
+    weights are sized for."""
     from transformers import GPT2Config
 
     path = out / "config.json"
     try:
         found = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        effective = GPT2Config.from_dict(found).to_dict()
+    except (OSError, ValueError, TypeError) as e:
         return f"cannot be read ({type(e).__name__}: {e})"
     want = GPT2Config(**fields).to_dict()
-    for key in sorted((set(found) | set(want)) - PROVENANCE):
-        if key not in found:
-            continue  # transformers fills an absent key with its default: checked on the loaded model below
-        if found[key] != want.get(key, found[key] if key.startswith("_") else object()):
-            return (f"sets {key} = {found[key]!r} where the export has {want[key]!r}" if key in want
-                    else f"sets {key} = {found[key]!r}, which the export does not have") + \
-                ": it changes what the model computes (edited config.json carries no guarantee)"
+    if found.get("model_type") != "gpt2":
+        return f"sets model_type = {found.get('model_type')!r} where the export has 'gpt2': a stock loader builds another model"
+    dtypes = {key: found[key] for key in ("dtype", "torch_dtype") if found.get(key) is not None}
+    if set(dtypes.values()) != {SAVED_DTYPE}:  # transformers versions record it under either key
+        return (f"sets the dtype to {dtypes or 'nothing'} where the export has {SAVED_DTYPE!r}: a stock loader would "
+                "build the model in another dtype, for which its weights are not sized")
+    for key in sorted((set(effective) | set(want)) - PROVENANCE - {"dtype", "torch_dtype", "model_type"}):
+        if key.startswith("_") or effective.get(key) == want.get(key):
+            continue
+        if key not in want:
+            return f"sets {key} = {found.get(key)!r}, which the export does not have: edited config.json carries no guarantee"
+        how = f"sets {key} = {found[key]!r}" if key in found else f"lacks {key}, so transformers takes {effective.get(key)!r}"
+        return (f"{how} where the export has {want[key]!r}: it changes what the model computes (edited config.json "
+                "carries no guarantee)")
     return None
 
 

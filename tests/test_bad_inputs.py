@@ -4,6 +4,7 @@ edited config.json or labels.json of an export, a module changed in place, and p
 bounds would overflow."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -14,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from iclkit import cli
 from iclkit import constructions as C
+from iclkit.primitives import Program, aff, dot
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:
@@ -177,3 +179,57 @@ def test_a_model_far_too_large_is_refused_before_it_is_planned(monkeypatch):
 def test_bare_iclkit_prints_usage(capsys):
     rc, out = run([], capsys)
     assert rc == 0 and "usage: iclkit" in out and "verify" in out and "iclkit verify (" not in out
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("dtype", "float32", "sets the dtype to {'dtype': 'float32'}"),
+    ("model_type", "gpt_neo", "sets model_type = 'gpt_neo'"),
+    ("activation_function", None, "lacks activation_function"),
+    ("layer_norm_epsilon", None, "lacks layer_norm_epsilon"),
+])
+def test_a_deleted_or_retyped_config_json_key_is_refused(export, key, value, message, tmp_path):
+    """A key deleted from config.json would take transformers' default (activation_function:
+    gelu_new); a float32 dtype makes a stock loader build the model in float32 (off by 1.1)."""
+    from iclkit.export import load_export
+
+    copy = shutil.copytree(export, tmp_path / "copy")
+    config = json.loads((copy / "config.json").read_text())
+    if value is None:
+        del config[key]
+    else:
+        config[key] = value
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json: " + re.escape(message)):
+        load_export(copy)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Program({"x": (2,), "y": ()}, {"x": 1e300, "y": 1.0}, [aff("y2", ("y", 1.0))]), "bound 1e[+]300, beyond"),
+    (lambda: Program({"x": (2,), "y": ()}, {"x": float("inf"), "y": 1.0}, []), "bound inf, beyond"),
+    (lambda: Program({"y": (), "z": ()}, {"y": 1.0}, [aff("z", ("y", 1e300))]), "term 'y' has a coefficient .*beyond"),
+    (lambda: Program({"y": (), "z": ()}, {"y": 1.0}, [aff("z", ("y", 1.0), bound=-1.0)]), "bound= must be a number"),
+    (lambda: Program({"y": (), "z": ()}, {"y": 1.0}, [aff("z", ("y", 1.0), bound=float("nan"))]), "bound= must be"),
+    (lambda: Program({"y": (), "z": ()}, {"y": 1.0}, [dot("z", "y", "y", 1, bias=float("nan"))]), "the bias .* NaN"),
+])
+def test_a_program_with_constants_beyond_its_analysis_is_refused_by_name(make, message):
+    from iclkit.primitives import ProgramError, compile_program
+
+    with pytest.raises(ProgramError, match=message):
+        compile_program(make(), max_len=3)
+
+
+def test_a_user_construction_may_not_take_a_shipped_name_and_certify_names_a_retyped_module():
+    from iclkit.constructions import from_program
+
+    program = Program({"x": (2,), "y": (), "yhat": ()}, {"x": 1.0, "y": 1.0}, [dot("yhat", "x", "x", 2)])
+    with pytest.raises(ValueError, match="name 'ridge' is a construction iclkit ships"):
+        from_program(program, name="ridge", d=2, n=1)
+    c = C.sgd(2, 3, lr=0.01)
+    c.model.float()
+    with pytest.raises(ValueError, match="the model's weights are float32, it was compiled in float64"):
+        c.certify(np.ones((3, 2)), np.ones(3), np.ones(2))
+
+
+def test_saving_into_a_missing_directory_is_one_line(capsys, tmp_path):
+    rc, out = run(["build", "sgd", "--d", "2", "--out", str(tmp_path / "no" / "such" / "m.safetensors")], capsys)
+    assert rc == 2 and "error: " in out and ": :" not in out and "Traceback" not in out, out

@@ -188,3 +188,12 @@ def test_iclkit_export_takes_a_saved_user_construction(tmp_path):
     assert out.returncode == 0 and "against its program's exact value" in " ".join(out.stdout.split()), out.stdout + out.stderr
     refused = run_cli("export", str(tmp_path / "user.safetensors"), "--d", "2", "--out", str(tmp_path / "x"))
     assert refused.returncode == 2 and "apply to a construction by name" in refused.stdout
+
+
+def test_iclkit_run_draws_prompts_inside_a_small_domain(tmp_path):
+    """A construction whose domain is smaller than N(0, I) prompts reach (|x| <= 1): `iclkit
+    run FILE` samples within it instead of refusing every prompt."""
+    c = from_program(normalised_sum(), name="small_domain", d=D, n=N, x_norm=1.0, y_bound=1.0)
+    c.save(tmp_path / "small.safetensors")
+    ran = run_cli("run", str(tmp_path / "small.safetensors"))
+    assert ran.returncode == 0 and "program (exact)" in ran.stdout, ran.stdout + ran.stderr

@@ -353,6 +353,11 @@ def from_program(program: Program, *, name: str, d: int, n: int, params: dict | 
         raise ValueError(f"from_program needs an iclkit.primitives.Program, got {type(program).__name__}")
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
+    from iclkit.constructions import REGISTRY
+
+    if name in REGISTRY:
+        raise ValueError(f"name {name!r} is a construction iclkit ships; give yours another name, so a saved file "
+                         "or export cannot pass for the shipped one")
     check_sizes(d, n)
     want = {"x": (d,), "y": ()}
     for slot, shape in want.items():

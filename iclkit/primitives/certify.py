@@ -127,6 +127,9 @@ class _Run:
     def __init__(self, compiled, inputs: dict[str, np.ndarray]) -> None:
         self.compiled = compiled
         program, model, layout = compiled.program, compiled.model, compiled.layout
+        wrong = next((p for p in model.parameters() if p.dtype != model.dtype), None)
+        if wrong is not None:
+            raise ValueError(compiled.model_problem())
         self.sizes = program.sizes()
         self.steps = list(program.execute(inputs, compiled.t_max))
         self.sublayers: dict[tuple[int, str], _Sublayer] = {}

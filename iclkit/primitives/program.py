@@ -19,6 +19,7 @@ from iclkit.primitives.layout import SYSTEM_SLOTS, Layout, Slot
 from iclkit.primitives.ops import Aff, Div, Op, Parallel
 
 READABLE_SYSTEM = {"one": 1.0, "bos": 1.0, "pos": 1.0}  # system units programs may read
+MAGNITUDE = 1e30  # input bounds, asserted bounds and coefficients the interval analysis is computed for
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,9 @@ class Program:
                 found.append(Problem(-1, "inputs", f"input {n!r} is not a declared slot"))
             elif not self.inputs[n] > 0:
                 found.append(Problem(-1, "inputs", f"input {n!r} needs a bound > 0, got {self.inputs[n]}"))
+            elif not self.inputs[n] <= MAGNITUDE:
+                found.append(Problem(-1, "inputs", f"input {n!r} has bound {self.inputs[n]:g}, beyond the magnitudes "
+                                                   f"(<= {MAGNITUDE:g}) the bounds are computed for"))
         sizes = self.sizes()
         written = set(self.inputs) | set(READABLE_SYSTEM)
         for i, step in enumerate(self.steps):
@@ -150,6 +154,7 @@ class Program:
                     continue
                 for reason in op.shape_problems(sizes):
                     found.append(Problem(i, desc, reason))
+                found.extend(Problem(i, desc, reason) for reason in _magnitude_problems(op))
                 if isinstance(op, Aff):
                     found.extend(Problem(i, desc, reason) for reason in op.coefficient_problems(dtype))
                 for s in op.reads():
@@ -331,6 +336,27 @@ class Program:
             if version[s] != final[s]:
                 found.append(Problem(-1, "schedule", f"slot {s!r} ends holding another value than the program's"))
         return found
+
+
+def _magnitude_problems(op: Op) -> list[str]:
+    """An asserted bound that is not a finite number in (0, MAGNITUDE], or a numeric constant
+    (coefficient, bias, den_min) that is NaN or beyond MAGNITUDE: the interval analysis would
+    overflow or give NaN instead of naming it."""
+    problems = []
+    bound = getattr(op, "bound", None)
+    if bound is not None and not (np.ndim(bound) == 0 and np.asarray(bound).dtype != object
+                                  and 0 < float(bound) <= MAGNITUDE):
+        problems.append(f"bound= must be a number in (0, {MAGNITUDE:g}], got {bound!r}")
+    constants = [("the bias", getattr(op, "bias", None)), ("den_min", getattr(op, "den_min", None))]
+    constants += [(f"term {t[0]!r}", t[1]) for t in getattr(op, "terms", ())]
+    for what, value in constants:
+        if value is None or np.asarray(value).dtype == object:
+            continue
+        arr = np.abs(np.asarray(value, dtype=float))
+        if np.any(np.isnan(arr)) or np.any(arr > MAGNITUDE):
+            problems.append(f"{what} has a coefficient ({arr.max():.3g}) that is NaN or beyond {MAGNITUDE:g}, "
+                            "the magnitudes the bounds are computed for")
+    return problems
 
 
 def _distinct(steps: list[Op | Parallel]) -> list[Op | Parallel]:

@@ -31,6 +31,17 @@ def sample_problems(d: int, n: int, batch: int, seed: int, noise: float = 0.0):
     return X, y, rng.standard_normal((batch, d))
 
 
+def domain_problems(c: Construction, batch: int, seed: int):
+    """:func:`sample_problems` brought inside construction ``c``'s certified domain: each x
+    (and x_q) longer than 0.9 x_norm scaled to that length, each |y| above 0.9 y_bound clipped
+    to it (prompts for a construction whose domain is smaller than N(0, I) prompts reach)."""
+    X, y, xq = sample_problems(c.d, c.n, batch, seed)
+    def shrink(v):
+        norm = np.linalg.norm(v, axis=-1, keepdims=True)
+        return v * np.minimum(1.0, 0.9 * c.x_norm / np.maximum(norm, 1e-300))
+    return shrink(X), np.clip(y, -0.9 * c.y_bound, 0.9 * c.y_bound), shrink(xq)
+
+
 def exact_predictions(name: str, params: dict, X, y, xq) -> np.ndarray:
     """x_q . w for each prompt, w from ``iclkit.algorithms.<name>(X, y, **params)``."""
     fn = getattr(algorithms, name)
