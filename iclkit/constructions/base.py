@@ -15,7 +15,7 @@ import torch
 
 from iclkit.algorithms import check_param, check_w0, sgd_expansion
 from iclkit.primitives import BoundError, Compiled, compile_program
-from iclkit.primitives.program import Program
+from iclkit.primitives.program import MAGNITUDE, Program  # parameters and domain bounds: [1/MAGNITUDE, MAGNITUDE]
 
 
 ACCURACY = {"float64": 1e-8, "float32": 1e-3}  # the accuracy target t: |error| <= t (1 + |y_hat|), or refused
@@ -395,7 +395,6 @@ class NoBounds(dict):
         return None
 
 
-MAGNITUDE = 1e30  # parameters and domain bounds are sized for magnitudes in [1/MAGNITUDE, MAGNITUDE]
 
 
 def check_magnitude(name: str, value: float) -> float:
