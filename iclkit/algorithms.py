@@ -79,11 +79,85 @@ def gd(X, y, *, lr: float, lam: float = 0.0, w0=None, steps: int = 1) -> np.ndar
     """Full-batch gradient descent: ``w <- w - 2 lr (X^T X w - X^T y + lam w)``, ``steps`` times."""
     X, y = _check(X, y)
     lr, lam = check_param("lr", lr), check_param("lam", lam, zero_ok=True)
-    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    steps = check_steps(steps, least=0)
     w = check_w0(w0, X.shape[1])
     for _ in range(steps):
         w = w - 2 * lr * (X.T @ (X @ w) - X.T @ y + lam * w)
+    return w
+
+
+def check_steps(steps, least: int = 1) -> int:
+    """An iteration count: an integer >= ``least``, else ``ValueError`` naming it."""
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < least:
+        raise ValueError(f"steps must be an integer >= {least}, got {steps!r}")
+    return int(steps)
+
+
+def check_preconditioner(P, d: int) -> np.ndarray:
+    """A real, finite d x d matrix, else ``ValueError`` naming what is wrong."""
+    P = np.asarray(P)
+    if P.dtype == bool or np.iscomplexobj(P) or not np.issubdtype(P.dtype, np.number):
+        raise ValueError(f"P must hold real numbers, got an array of {P.dtype}")
+    if P.shape != (d, d):
+        raise ValueError(f"P must be a {d} x {d} matrix (d x d), got shape {P.shape}")
+    if not np.all(np.isfinite(P)):
+        raise ValueError("P must be finite (found NaN or inf)")
+    return P.astype(float)
+
+
+def pgd(X, y, *, lr: float, P, steps: int = 1, w0=None) -> np.ndarray:
+    """Preconditioned full-batch GD with a fixed d x d preconditioner P (Ahn et al. 2023):
+    ``w <- w - 2 lr P (X^T X w - X^T y)``, ``steps`` times; P = I is :func:`gd` with lam = 0."""
+    X, y = _check(X, y)
+    lr, steps = check_param("lr", lr), check_steps(steps)
+    P, w = check_preconditioner(P, X.shape[1]), check_w0(w0, X.shape[1])
+    for _ in range(steps):
+        w = w - 2 * lr * P @ (X.T @ (X @ w) - X.T @ y)
+    return w
+
+
+NEWTON_S0 = 1.0  # alpha = 1 / (|X^T X|_F^2 + NEWTON_S0): finite for every prompt, X = 0 included
+
+
+def newton_alpha(X) -> float:
+    """The default step ``alpha = 1 / (|S|_F^2 + 1)``, S = X^T X. It makes Newton converge on
+    every prompt: the eigenvalues of ``alpha S^2`` lie in [0, 1) since |S|_2 <= |S|_F (Fu et
+    al.'s ``2 / |S S^T|_2`` puts S's top eigenvalue at exactly -1 in ``I - alpha S^2``, where the
+    iteration stalls)."""
+    S = np.asarray(X, dtype=float).T @ np.asarray(X, dtype=float)
+    return 1.0 / (float(np.sum(S * S)) + NEWTON_S0)
+
+
+def newton(X, y, *, steps: int = 1, alpha: float | None = None) -> np.ndarray:
+    """Iterative Newton (Newton–Schulz) for least squares, Fu et al. 2023's definition:
+    ``M_0 = alpha S``, ``M_{j+1} = 2 M_j - M_j S M_j``, ``w = M_steps X^T y``, S = X^T X;
+    ``alpha`` defaults to :func:`newton_alpha`. ``I - M_j S = (I - alpha S^2)^(2^j)``, so w
+    tends to the min-norm least-squares solution (:func:`ols`) wherever
+    ``alpha lambda_max(S)^2 < 2``; steps = 0 is ``M_0``."""
+    X, y = _check(X, y)
+    steps = check_steps(steps, least=0)
+    alpha = newton_alpha(X) if alpha is None else check_param("alpha", alpha)
+    S = X.T @ X
+    M = alpha * S
+    for _ in range(steps):
+        M = 2 * M - M @ S @ M
+    return M @ (X.T @ y)
+
+
+def soft_threshold(v, tau: float) -> np.ndarray:
+    """The l1 proximal map ``sign(v) max(|v| - tau, 0)``, entrywise."""
+    v = np.asarray(v, dtype=float)
+    return np.sign(v) * np.maximum(np.abs(v) - tau, 0.0)
+
+
+def lasso(X, y, *, lr: float, l1: float, steps: int = 1, w0=None) -> np.ndarray:
+    """ISTA (proximal gradient) for the Lasso ``|Xw - y|^2 + l1 |w|_1`` (Bai et al. 2023):
+    ``w <- soft_threshold(w - 2 lr (X^T X w - X^T y), lr l1)``, ``steps`` times."""
+    X, y = _check(X, y)
+    lr, l1, steps = check_param("lr", lr), check_param("l1", l1, zero_ok=True), check_steps(steps)
+    w = check_w0(w0, X.shape[1])
+    for _ in range(steps):
+        w = soft_threshold(w - 2 * lr * (X.T @ (X @ w) - X.T @ y), lr * l1)
     return w
 
 

@@ -90,7 +90,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             table.add_row(name, mode, str(d), str(n), str(row.layers), str(row.width), f"{row.parameters:,}",
                           _fmt(row.max_error), _fmt(row.certificate), _fmt(row.bound) + (" (run-time)" if row.runtime_guard else ""),
                           _fmt(row.max_relative), _fmt(row.target),
-                          {"pass": "[green]pass[/]", "no bound": "[yellow]no bound[/]", "FAIL": "[red]FAIL[/]"}[row.status])
+                          {"pass": "[green]pass[/]", "no bound": "[yellow]no bound[/]", "FAIL": "[red]FAIL[/]"}[row.status]
+                          + (f" ({row.outside} outside)" if row.outside else ""))
             progress.advance(task)
     console.print(table)
     if checked == 0:
@@ -104,12 +105,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
                   "|y_hat|): not a pass, not a failure; (run-time) = the a-priori bound cannot promise the accuracy "
                   "target, so predict certifies each prediction as it runs and refuses one whose certificate exceeds "
                   "the target (1e-8 (1 + |y_hat|) in float64, 1e-3 in float32); the bound shown is that target at the "
-                  "domain's largest |y_hat|")
+                  "domain's largest |y_hat|; (k outside) = k sampled prompts the construction refuses by name as outside "
+                  "its domain (ols: too ill-conditioned for its Newton steps), not counted")
     return 1 if failed else 0
 
 
 def cmd_sizes(args: argparse.Namespace) -> int:
-    from iclkit.verify.numeric import DEFAULT_PARAMS
+    from iclkit.verify.numeric import default_params
 
     table = Table(title="construction sizes (n = 1 is the paper's single block)")
     for col in ("construction", "mode", "d", "n", "layers (applied)", "stored layers", "heads", "residual width",
@@ -119,7 +121,7 @@ def cmd_sizes(args: argparse.Namespace) -> int:
         for d in args.d or [1, 2, 4, 8]:
             for n in args.n or [1]:
                 for mode in args.modes:
-                    c = REGISTRY[name](d, n, mode=mode, **DEFAULT_PARAMS[name])
+                    c = REGISTRY[name](d, n, mode=mode, **default_params(name, d))
                     s = c.sizes()
                     paper = c.paper
                     table.add_row(name, mode, str(d), str(n), str(s["layers"]), str(s["stored layers"]),
@@ -137,23 +139,25 @@ def _construction(args: argparse.Namespace):
     from pathlib import Path
 
     from iclkit.constructions.saved import load_construction
-    from iclkit.verify.numeric import DEFAULT_PARAMS
+    from iclkit.verify.numeric import default_params
 
     if args.construction not in REGISTRY:
         if not Path(args.construction).is_file():
             raise ValueError(f"{args.construction!r} is neither a construction iclkit ships ({', '.join(REGISTRY)}) "
                              "nor a saved model file")
-        given = [f"--{k}" for k in ("d", "lr", "lam") if getattr(args, k) is not None]
+        given = [f"--{k}" for k in ("d", "lr", "lam", "steps") if getattr(args, k) is not None]
         if given:
             raise ValueError(f"{', '.join(given)} apply to a construction by name; a saved file carries its own")
         return load_construction(args.construction)
     if args.d is None:
         raise ValueError(f"--d is required for the {args.construction} construction")
 
-    given = {k: getattr(args, k) for k in ("lr", "lam") if getattr(args, k) is not None}
-    if set(given) - set(DEFAULT_PARAMS[args.construction]):
-        raise ValueError(f"{args.construction} takes {sorted(DEFAULT_PARAMS[args.construction])}, not {sorted(given)}")
-    kw = DEFAULT_PARAMS[args.construction] | given
+    given = {k: getattr(args, k) for k in ("lr", "lam", "steps") if getattr(args, k) is not None}
+    defaults = default_params(args.construction, args.d)
+    takes = set(defaults) | ({"steps"} if args.construction in ("gd", "ols") else set())
+    if set(given) - takes:
+        raise ValueError(f"{args.construction} takes {sorted(takes)}, not {sorted(given)}")
+    kw = defaults | given
     return REGISTRY[args.construction](args.d, args.n, dtype=args.dtype, mode=args.mode[0], **kw)
 
 
@@ -276,6 +280,7 @@ def cmd_prove_file(path: str) -> int:
     from iclkit.verify.symbolic import LOOP_PROOFS
 
     loop = LOOP_PROOFS.get((c.name, c.mode)) if shipped else None
+    loop = loop if loop is not None and loop.applies(c) else None
     if loop and c.d <= 3:
         held = loop.prove(c.d)
         console.print(f"{'[green]proved[/]' if held else '[red]FAILS[/]'}  the program, by induction over its looped "
@@ -440,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--n", type=POSITIVE, default=1)
         p.add_argument("--lr", type=_real(0, strict=True), default=None, help="default: the paper's 0.01 (sgd, gd)")
         p.add_argument("--lam", type=_real(0), default=None, help="default: the paper's 0.1")
+        p.add_argument("--steps", type=POSITIVE, default=None,
+                       help="iterations (gd, pgd, newton, ols); default: gd 1, pgd and newton 4, ols 12")
         p.add_argument("--mode", nargs=1, default=["fused"], choices=["fused", "faithful"])
         p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
 

@@ -121,8 +121,8 @@ def test_a_deleted_config_json_or_labels_naming_another_construction_is_refused(
     labels = json.loads((copy / "labels.json").read_text())
     labels.update(construction="gd", params={"lr": 0.01, "lam": 0.1, "w0": [0.0, 0.0]})
     (copy / "labels.json").write_text(json.dumps(labels))
-    with pytest.raises(ValueError, match="labels.json: the header's parameters do not fit construction 'gd'"):
-        load_export(copy)  # sgd's w_bound is no parameter of gd
+    with pytest.raises(ValueError, match="labels.json: w_bound bounds the iterates of steps > 1"):
+        load_export(copy)  # sgd's w_bound is no parameter of one-step gd
     labels["domain"].pop("w_bound")
     (copy / "labels.json").write_text(json.dumps(labels))
     with pytest.raises(ValueError, match="labels.json: the program it carries is not the gd construction's"):

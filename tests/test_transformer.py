@@ -99,9 +99,9 @@ def test_config_counts_the_parameters_a_model_holds():
 
 
 def test_a_construction_too_large_for_memory_is_refused_before_allocating(monkeypatch):
-    """ridge d = 12, n = 2 holds 21,749,701 parameters (about 0.24 GiB to build): with 0.23 GiB
-    available it passes the schedule's lower bound (19,504,800) and is refused by its exact
-    count; with 0.1 GB, by the lower bound, before any weight is planned. Neither allocates a
+    """ridge d = 12, n = 2 holds 19,877,831 parameters (about 0.22 GiB to build): with 0.2 GiB
+    available it passes the schedule's lower bound (13,204,800, 0.15 GiB) and is refused by its
+    exact count; with 0.1 GB, by the lower bound, before any weight is planned. Neither allocates a
     model (building one here would fail the test)."""
     from iclkit import constructions as C
     from iclkit.primitives import compile as compile_module
@@ -110,10 +110,10 @@ def test_a_construction_too_large_for_memory_is_refused_before_allocating(monkey
         raise AssertionError("a model was allocated")
 
     monkeypatch.setattr(compile_module, "Transformer", no_allocation)
-    monkeypatch.setattr(compile_module, "available_memory", lambda: 0.23 * 2**30)
-    with pytest.raises(ValueError, match=r"would hold 21,749,701 parameters in float64: building it takes about 0.2 GB"):
+    monkeypatch.setattr(compile_module, "available_memory", lambda: 0.2 * 2**30)
+    with pytest.raises(ValueError, match=r"would hold 19,877,831 parameters in float64: building it takes about 0.2 GB"):
         C.ridge(12, 2, lam=0.1)
     monkeypatch.setattr(compile_module, "available_memory", lambda: 0.1 * 2**30)
-    with pytest.raises(ValueError, match=r"would hold at least 19,504,800 parameters in float64: building it takes at "
-                                         r"least 0.2 GB and 0.1 GB is available"):
+    with pytest.raises(ValueError, match=r"would hold at least 13,204,800 parameters in float64: building it takes at "
+                                         r"least 0.1 GB and 0.1 GB is available"):
         C.ridge(12, 2, lam=0.1)

@@ -1,15 +1,18 @@
 """Transformers that run learning algorithms in context, one per algorithm in :mod:`iclkit.algorithms`.
 
 Same names and parameters as the closed forms, plus the context size n: ``sgd(d, n, lr=...)``,
-``gd(d, n, lr=...)``, ``ridge(d, n, lam=...)``. Each returns a :class:`Construction`;
+``gd(d, n, lr=..., steps=k)``, ``ridge(d, n, lam=...)``; beyond the paper, ``pgd(d, n, lr=..., P=...)``,
+``newton(d, n, steps=k)``, ``ols(d, n)``. Each returns a :class:`Construction`;
 :func:`from_program` makes one from a program you write (docs/authoring.md).
 """
 
 from iclkit.constructions.base import Construction, from_program
+from iclkit.constructions.descent import pgd
 from iclkit.constructions.gd import gd
+from iclkit.constructions.newton import newton, ols
 from iclkit.constructions.ridge import ridge
 from iclkit.constructions.sgd import sgd
 
-REGISTRY = {"sgd": sgd, "gd": gd, "ridge": ridge}
+REGISTRY = {"sgd": sgd, "gd": gd, "ridge": ridge, "pgd": pgd, "newton": newton, "ols": ols}
 
-__all__ = ["REGISTRY", "Construction", "from_program", "gd", "ridge", "sgd"]
+__all__ = ["REGISTRY", "Construction", "from_program", "gd", "newton", "ols", "pgd", "ridge", "sgd"]

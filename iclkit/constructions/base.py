@@ -67,6 +67,7 @@ class Construction:
     domain: dict = field(default_factory=dict)  # further bounds the constants are sized for (e.g. w_bound)
     closed_form: Callable | None = None  # (X, y, xq) -> y_hat for one prompt: what the program must compute
     origin: str = "iclkit"  # "iclkit": a shipped construction, rebuilt by name; "program": from_program
+    prompt_check: Callable | None = None  # (X, y, xq) batched -> None, or BoundError: a construction's own domain
 
     # ---- what it is --------------------------------------------------------------------------
     @property
@@ -197,6 +198,8 @@ class Construction:
                 raise BoundError(f"this prompt's SGD updates amplify an error in w by {grow:.4g} > expansion_bound "
                                  f"{self.domain['expansion_bound']:.4g}: outside the certified domain (exact SGD is "
                                  "unstable on it; a smaller lr, or a larger expansion_bound and a looser certificate)")
+        if self.prompt_check is not None:
+            self.prompt_check(X, y, xq)
 
     def inputs(self, X, y, xq) -> dict[str, np.ndarray]:
         """Per-column input slots for batched prompts (the interpreter's and the model's input)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from iclkit.algorithms import check_steps
 from iclkit.constructions.base import Construction, build, is_symbolic, step_params
 from iclkit.primitives import Mean, Program, aff, dot, mov, mul
 
@@ -43,10 +44,22 @@ def gd_program(d: int, n: int, *, lr: float, lam: float, w0: np.ndarray, x_norm:
     return Program(slots, {"y": Y, "x": X}, steps, name=f"gd(d={d}, n={n})", regions=regions)
 
 
-def gd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, x_norm: float | None = None,
-       y_bound: float | None = None, dtype: str = "float64", mode: str = "fused", levels: int | None = None) -> Construction:
-    """A transformer taking one full-batch GD step on its n in-context examples.
-    Matches :func:`iclkit.algorithms.gd` with ``steps=1``."""
+def gd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, steps: int = 1, x_norm: float | None = None,
+       y_bound: float | None = None, w_bound: float | None = None, dtype: str = "float64", mode: str = "fused",
+       levels: int | None = None) -> Construction:
+    """A transformer taking ``steps`` full-batch GD steps on its n in-context examples.
+    Matches :func:`iclkit.algorithms.gd`. One step computes each example's residual in its
+    own column (this module); more steps work on the prefix statistics X^T X and X^T y and
+    loop one step's layer (:mod:`iclkit.constructions.descent`), where ``w_bound`` bounds the
+    iterates (a prompt whose exact iterates exceed it is refused)."""
+    steps = check_steps(steps)
+    if steps > 1:
+        from iclkit.constructions.descent import gd_steps
+
+        return gd_steps(d, n, lr=lr, lam=lam, w0=w0, steps=steps, x_norm=x_norm, y_bound=y_bound, w_bound=w_bound,
+                        dtype=dtype, mode=mode, levels=levels)
+    if w_bound is not None:
+        raise ValueError("w_bound bounds the iterates of steps > 1; one step's weights are the constant w0")
     w0, x_norm, y_bound = step_params("gd", d, n, lr, lam, w0, x_norm, y_bound)
     program = gd_program(d, n, lr=lr, lam=lam, w0=w0, x_norm=x_norm, y_bound=y_bound)
     return build("gd", program, d=d, n=n, params={"lr": lr, "lam": lam, "w0": w0}, x_norm=x_norm,

@@ -419,7 +419,10 @@ def _fused(ops: list[Op]) -> list[Layer]:
 
     def fits(sub: int, reads: set[str], writes: set[str], den: str | None) -> bool:
         for r, w, d in occupancy.get(sub, []):
-            if writes & (r | w) or w & reads:
+            # every op of a sublayer reads the residual as it was before the sublayer: a later op
+            # may not read what an earlier one writes, nor write what it writes; writing what an
+            # earlier op reads is safe (it read the old value)
+            if writes & w or w & reads:
                 return False
             if sub % 2 == 1 and (d or den) and d != den:
                 return False
@@ -432,7 +435,8 @@ def _fused(ops: list[Op]) -> list[Layer]:
     for op in ops:
         reads = set(op.reads())
         earliest_read = max((last_write.get(s, -1) for s in reads), default=-1) + 1
-        earliest_write = max(last_write.get(op.dst, -1), last_read.get(op.dst, -1)) + 1
+        # a write may share the sublayer of the last read of its target (that read sees the old value)
+        earliest_write = max(last_write.get(op.dst, -1) + 1, last_read.get(op.dst, -1))
         is_div = isinstance(op, Div)
         den = op.den if is_div else None
         L = max(0, (max(earliest_read, earliest_write) - 1) // 2)  # no earlier layer meets both orders

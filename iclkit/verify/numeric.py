@@ -7,12 +7,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iclkit import algorithms
 from iclkit.constructions import REGISTRY, Construction
 from iclkit.primitives import BoundError
 
-# The paper's step sizes and regulariser (Sec. 4.3): SGD(0.01), GD(0.01), Ridge(0.1).
-DEFAULT_PARAMS = {"sgd": {"lr": 0.01, "lam": 0.1}, "gd": {"lr": 0.01, "lam": 0.1}, "ridge": {"lam": 0.1}}
+# The paper's step sizes and regulariser (Sec. 4.3): SGD(0.01), GD(0.01), Ridge(0.1); beyond the
+# paper, four steps of preconditioned GD and of Newton, and OLS by Newton's default steps.
+DEFAULT_PARAMS = {"sgd": {"lr": 0.01, "lam": 0.1}, "gd": {"lr": 0.01, "lam": 0.1}, "ridge": {"lam": 0.1},
+                  "pgd": {"lr": 0.01, "steps": 4}, "newton": {"steps": 4}, "ols": {}}
+
+
+def default_preconditioner(d: int) -> np.ndarray:
+    """pgd's default P: diagonal, from 0.5 to 1.5 (1 at d = 1), a preconditioner that is not I."""
+    return np.diag(np.linspace(0.5, 1.5, d)) if d > 1 else np.eye(1)
+
+
+def default_params(name: str, d: int) -> dict:
+    """The parameters ``iclkit verify``, ``sizes`` and ``build`` use for construction ``name`` at d."""
+    params = dict(DEFAULT_PARAMS[name])
+    if name == "pgd":
+        params["P"] = default_preconditioner(d)
+    return params
 
 
 def targets(n: int, dtype: str) -> float:
@@ -40,12 +54,6 @@ def domain_problems(c: Construction, batch: int, seed: int):
         norm = np.linalg.norm(v, axis=-1, keepdims=True)
         return v * np.minimum(1.0, 0.9 * c.x_norm / np.maximum(norm, 1e-300))
     return shrink(X), np.clip(y, -0.9 * c.y_bound, 0.9 * c.y_bound), shrink(xq)
-
-
-def exact_predictions(name: str, params: dict, X, y, xq) -> np.ndarray:
-    """x_q . w for each prompt, w from ``iclkit.algorithms.<name>(X, y, **params)``."""
-    fn = getattr(algorithms, name)
-    return np.array([xq[b] @ fn(X[b], y[b], **params) for b in range(X.shape[0])])
 
 
 def closed_form(c: Construction, X, y, xq) -> np.ndarray:
@@ -78,6 +86,7 @@ class Row:
     output_bound: float = float("inf")  # the domain's bound on |y_hat|: a domain-wide bound this large says nothing
     runtime_guard: bool = False  # predict certifies each prediction to the target as it runs (see Construction.guarded)
     refused: str = ""  # why predict refused these in-domain prompts, if it did (then the row fails)
+    outside: int = 0  # sampled prompts the construction's own domain excludes, by name (not checked, not a failure)
 
     @property
     def within_bound(self) -> bool:
@@ -101,7 +110,7 @@ class Row:
 def check(name: str, d: int, n: int, *, dtype: str = "float64", mode: str = "fused", seed: int = 0,
           trials: int = 32, params: dict | None = None) -> Row:
     """Build one construction, run it on ``trials`` seeded prompts, compare with the closed form."""
-    params = DEFAULT_PARAMS[name] if params is None else params
+    params = default_params(name, d) if params is None else params
     t0 = time.perf_counter()
     c = REGISTRY[name](d, n, dtype=dtype, mode=mode, **params)
     return check_construction(c, seed=seed, trials=trials, build_s=time.perf_counter() - t0)
@@ -114,6 +123,10 @@ def check_construction(c: Construction, *, seed: int = 0, trials: int = 32, buil
     d, n, dtype = c.d, c.n, c.model.cfg.dtype
     t1 = time.perf_counter()
     X, y, xq = sample_problems(d, n, trials, seed)
+    outside = _outside(c, X, y, xq)  # prompts the construction's own domain excludes (e.g. ill-conditioned for ols)
+    X, y, xq = X[~outside], y[~outside], xq[~outside]
+    if not len(X):
+        raise ValueError(f"{c.name} d={d} n={n}: every one of {trials} sampled prompts is outside its domain")
     try:
         yhat, refused = c.predict(X, y, xq), ""
     except BoundError as e:  # in-domain prompts refused: measured unguarded, and the row fails
@@ -125,4 +138,18 @@ def check_construction(c: Construction, *, seed: int = 0, trials: int = 32, buil
     within = bool(np.all(np.abs(yhat - c.reference(X, y, xq)) <= cert))
     return Row(c.name, c.mode, dtype, d, n, c.num_layers, c.width, c.model.num_parameters(), float(err.max()),
                float((err / (1 + np.abs(exact))).max()), c.error_bound, float(cert.max()), within,
-               targets(n, dtype), build_s, t2 - t1, float(c.compiled.slot_bounds["yhat"]), c.guarded, refused)
+               targets(n, dtype), build_s, t2 - t1, float(c.compiled.slot_bounds["yhat"]), c.guarded, refused,
+               int(outside.sum()))
+
+
+def _outside(c: Construction, X, y, xq) -> np.ndarray:
+    """Per prompt: whether the construction's own domain check (``prompt_check``) refuses it."""
+    if c.prompt_check is None:
+        return np.zeros(len(X), dtype=bool)
+    out = np.zeros(len(X), dtype=bool)
+    for b in range(len(X)):
+        try:
+            c.prompt_check(X[b : b + 1], y[b : b + 1], xq[b : b + 1])
+        except BoundError:
+            out[b] = True
+    return out

@@ -18,7 +18,9 @@ import numpy as np
 import sympy as sp
 
 from iclkit.constructions.base import prompt_inputs
+from iclkit.constructions.descent import descent_program
 from iclkit.constructions.gd import gd_program
+from iclkit.constructions.newton import newton_program
 from iclkit.constructions.ridge import ridge_program
 from iclkit.constructions.sgd import sgd_program
 from iclkit.primitives import Aff, Program
@@ -254,12 +256,69 @@ def _prove_ridge_loop_faithful(d: int) -> bool:
     return ok and _equal(end["yhat"][0, 3], (P @ B) @ xn)
 
 
+def _matrix(name: str, d: int) -> np.ndarray:
+    return np.array(sp.Matrix(d, d, lambda i, j: sp.Symbol(f"{name}{i + 1}{j + 1}", real=True)).tolist(), dtype=object)
+
+
+def _statistics_hold(program: Program, n: int) -> tuple[bool, np.ndarray]:
+    """The prologue on a symbolic prompt of n examples: S = X^T X, b = X^T y at the query
+    column. Returns (whether they hold, the prompt's x_q-free X)."""
+    first, X, y = _prologue(program, program.span("prologue")[1], n)
+    q = 2 * n + 1
+    return _equal(first["S"][0, q], X.T @ X) and _equal(first["b"][0, q], X.T @ y), first
+
+
+def _repeats(program: Program, region: str, count: int) -> bool:
+    """Regions ``region 1`` .. ``region count`` hold the same ops (the looped step)."""
+    first = [repr(op) for op in program.steps_of(f"{region} 1")]
+    return all([repr(op) for op in program.steps_of(f"{region} {j}")] == first for j in range(2, count + 1))
+
+
+def prove_descent_loop(d: int, mode: str = "fused", n: int = 2) -> bool:
+    """k full-batch (preconditioned) GD steps on the prefix statistics, for every k, by induction
+    over the looped step: for a symbolic S (any d x d matrix), b, w, shrink and preconditioner
+    C, one step maps w to ``shrink w - C (S w - b)`` (every step is the same two ops). Base: the
+    prologue gives S = X^T X, b = X^T y and w = w0 at the query column of a symbolic prompt of
+    n examples. End: the prediction is ``x_q . w``. The program is the same in both modes."""
+    w0, Cm, shrink = _vector("v", d), _matrix("C", d), sp.Symbol("s", real=True)
+    program = descent_program(d, n, steps=3, shrink=shrink, C=Cm, w0=w0, x_norm=1.0, y_bound=1.0, w_bound=None,
+                              name="descent (proof)")
+    S, B, W, xn = _matrix("S", d), _vector("B", d), _vector("W", d), _vector("x", d)
+    same = _repeats(program, "step", 3)
+    out = _run_on_columns(program, program.steps_of("step 2"), {"S": {3: S}, "b": {3: B}, "w": {3: W}})
+    ok = same and _equal(out["w"][0, 3], shrink * W - Cm @ (S @ W - B))
+    held, first = _statistics_hold(program, n)
+    ok &= held and _equal(first["w"][0, 2 * n + 1], w0)
+    end = _run_on_columns(program, program.steps_of("prediction"), {"w": {3: W}, "x": {3: xn}})
+    return ok and _equal(end["yhat"][0, 3], W @ xn)
+
+
+def prove_newton_loop(d: int, mode: str = "fused", n: int = 2) -> bool:
+    """Newton's iteration for least squares, for every k, by induction over the looped step:
+    for symbolic d x d S and M, one step maps M to ``2 M - M S M``. Base: the prologue gives
+    S = X^T X, b = X^T y and ``M_0 = S / (|S|_F^2 + 1)`` (the default alpha) at the query column
+    of a symbolic prompt of n examples. End: ``x_q . M b``."""
+    program = newton_program(d, n, steps=3, alpha=None, x_norm=1.0, y_bound=1.0, name="newton (proof)", symbolic=True)
+    S, M, B, xn = _matrix("S", d), _matrix("M", d), _vector("B", d), _vector("x", d)
+    same = _repeats(program, "step", 3)
+    out = _run_on_columns(program, program.steps_of("step 2"), {"S": {3: S}, "M": {3: M}})
+    ok = same and _equal(out["M"][0, 3], 2 * M - M @ S @ M)
+    held, first = _statistics_hold(program, n)
+    q = 2 * n + 1
+    S_q = first["S"][0, q]
+    ok &= held and _equal(first["M"][0, q], S_q / (np.sum(S_q * S_q) + 1))
+    end = _run_on_columns(program, program.steps_of("prediction"), {"M": {3: M}, "b": {3: B}, "x": {3: xn}})
+    return ok and _equal(end["yhat"][0, 3], (M @ B) @ xn)
+
+
 @dataclass(frozen=True)
 class LoopProof:
-    """An induction over a looped block: ``prove(d)`` and the claim it establishes for every n."""
+    """An induction over a looped block: ``prove(d)`` and the claim it establishes for every n
+    (or every k); ``applies(c)``: whether a construction's program has that loop."""
 
     prove: object  # d -> bool
     claim: str
+    applies: object = lambda c: True  # Construction -> bool
 
 
 _SGD_STEP = "w_k = w_{k-1} - 2 lr ((w_{k-1}.x_k - y_k) x_k + lam w_{k-1})"
@@ -278,6 +337,18 @@ LOOP_PROOFS = {  # (construction, mode) -> the induction and its all-n claim
                                      "(any P, symmetric or not) and b_k = sum_{i<=k} x_i y_i (invariant at y_k's column: "
                                      "A_inv = A_k^-1, b = b_k, any stale values elsewhere; base k = 2)"),
 }
+_DESCENT = ("for every k >= 1 steps, y_hat = x_q . w_k with w_j = shrink w_{j-1} - C (S w_{j-1} - b) on S = X^T X, "
+            "b = X^T y (gd: shrink = 1 - 2 lr lam, C = 2 lr I; pgd: shrink = 1, C = 2 lr P), w_0 = w0 (step: any S, "
+            "b, w, C; the prologue's S, b for n = 2)")
+_NEWTON = ("for every k >= 1 steps, y_hat = x_q . M_k X^T y with M_j = 2 M_{j-1} - M_{j-1} S M_{j-1}, "
+           "M_0 = S / (|S|_F^2 + 1), S = X^T X (step: any S, M; the prologue's S, b, M_0 for n = 2)")
+for _mode in ("fused", "faithful"):
+    LOOP_PROOFS[("gd", _mode)] = LoopProof(lambda d, m=_mode: prove_descent_loop(d, m), _DESCENT,
+                                           lambda c: c.params.get("steps", 1) > 1)
+    LOOP_PROOFS[("pgd", _mode)] = LoopProof(lambda d, m=_mode: prove_descent_loop(d, m), _DESCENT)
+    LOOP_PROOFS[("newton", _mode)] = LoopProof(lambda d, m=_mode: prove_newton_loop(d, m), _NEWTON,
+                                               lambda c: c.params.get("alpha") is None)
+    LOOP_PROOFS[("ols", _mode)] = LoopProof(lambda d, m=_mode: prove_newton_loop(d, m), _NEWTON)
 
 
 # ---- mechanisms ----------------------------------------------------------------------------

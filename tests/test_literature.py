@@ -1,0 +1,137 @@
+"""The in-context algorithms of the literature beyond the paper: gd with k steps, pgd, newton, ols.
+
+Tolerances: a prediction is held to its own per-prompt certificate (``Construction.certify``,
+a rigorous bound on |transformer - program|) and to the float64 accuracy target
+1e-8 (1 + |y_hat|) against the numpy closed form (``ACCURACY``), nothing looser.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from iclkit import algorithms as A
+from iclkit import constructions as C
+from iclkit.constructions.base import ACCURACY
+from iclkit.primitives import BoundError
+from iclkit.verify import symbolic
+from iclkit.verify.numeric import sample_problems
+
+TARGET = ACCURACY["float64"]
+
+
+def held(c, X, y, xq, closed):
+    """Predictions within their certificates of the program and within the target of ``closed``."""
+    yhat, cert, ref = c.predict(X, y, xq), c.certify(X, y, xq), c.reference(X, y, xq)
+    exact = np.array([closed(X[b], y[b]) @ xq[b] for b in range(len(X))])
+    assert np.all(np.abs(yhat - ref) <= cert)
+    assert np.all(np.abs(yhat - exact) <= TARGET * (1 + np.abs(exact)))
+    return yhat
+
+
+@pytest.mark.parametrize("mode", ["fused", "faithful"])
+def test_gd_with_k_steps_loops_one_step_and_matches_the_closed_form(mode):
+    X, y, xq = sample_problems(2, 4, 6, seed=1)
+    sizes = {}
+    for k in (2, 3, 6):
+        c = C.gd(2, 4, lr=0.05, lam=0.1, steps=k, mode=mode)
+        held(c, X, y, xq, lambda X, y: A.gd(X, y, lr=0.05, lam=0.1, steps=k))
+        sizes[k] = (c.num_layers, c.model.cfg.stored_layers, c.model.num_parameters())
+    per_step = 1 if mode == "fused" else 2  # fused: one layer per step (attention updates, MLP forms S w)
+    assert sizes[6][0] - sizes[3][0] == 3 * per_step
+    assert sizes[3][1:] == sizes[6][1:]  # the step is stored once, whatever k
+
+
+def test_pgd_with_the_identity_is_gd_without_regulariser_weight_for_weight():
+    P = np.eye(3)
+    a, b = C.pgd(3, 4, lr=0.02, P=P, steps=3), C.gd(3, 4, lr=0.02, lam=0.0, steps=3)
+    for (k, u), (_, v) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch_equal(u, v), k
+
+
+def torch_equal(u, v) -> bool:
+    return u.shape == v.shape and bool((u == v).all())
+
+
+def test_pgd_matches_its_closed_form_with_a_nonsymmetric_preconditioner():
+    P = np.array([[1.0, 0.3], [-0.2, 0.6]])
+    X, y, xq = sample_problems(2, 5, 6, seed=2)
+    held(C.pgd(2, 5, lr=0.05, P=P, steps=4), X, y, xq, lambda X, y: A.pgd(X, y, lr=0.05, P=P, steps=4))
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_newton_matches_its_closed_form(steps):
+    X, y, xq = sample_problems(2, 5, 6, seed=3)
+    held(C.newton(2, 5, steps=steps), X, y, xq, lambda X, y: A.newton(X, y, steps=steps))
+
+
+def test_newton_with_a_constant_alpha_refuses_a_prompt_where_it_diverges():
+    X, y, xq = sample_problems(2, 3, 1, seed=4)
+    top = np.linalg.eigvalsh(X[0].T @ X[0])[-1]
+    c = C.newton(2, 3, steps=2, alpha=2.5 / top**2)  # alpha lambda_max^2 = 2.5 >= 2
+    with pytest.raises(BoundError, match=r"alpha lambda_max\(X\^T X\)\^2 = 2.5 >= 2"):
+        c.predict(X, y, xq)
+    ok = C.newton(2, 3, steps=2, alpha=0.5 / top**2)
+    held(ok, X, y, xq, lambda X, y: A.newton(X, y, steps=2, alpha=0.5 / top**2))
+
+
+def test_ols_meets_lstsq_refuses_a_singular_prompt_and_takes_the_min_norm_solution():
+    X, y, xq = sample_problems(2, 6, 6, seed=5)
+    c = C.ols(2, 6)
+    held(c, X, y, xq, lambda X, y: A.ols(X, y))
+    Xs = X[:1].copy()
+    Xs[0, :, 1] = 2 * Xs[0, :, 0]  # rank 1 with n = 6 > d = 2: X^T X singular
+    with pytest.raises(BoundError, match="too ill-conditioned for 12 Newton steps"):
+        c.predict(Xs, y[:1], xq[:1])
+    under = C.ols(3, 2)  # n' = 2 < d = 3: the minimum-norm least-squares solution
+    Xu, yu, xu = sample_problems(3, 2, 4, seed=6)
+    held(under, Xu, yu, xu, lambda X, y: np.linalg.pinv(X) @ y)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: C.pgd(2, 3, lr=0.0, P=np.eye(2)), "lr must be finite and > 0"),
+    (lambda: C.pgd(2, 3, lr=0.1, P=np.eye(3)), "P must be a 2 x 2 matrix"),
+    (lambda: C.pgd(2, 3, lr=0.1, P=[[np.inf, 0], [0, 1]]), "P must be finite"),
+    (lambda: C.pgd(2, 3, lr=0.1, P=np.eye(2), steps=0), "steps must be an integer >= 1"),
+    (lambda: C.gd(2, 3, lr=0.1, steps=0), "steps must be an integer >= 1"),
+    (lambda: C.gd(2, 3, lr=0.1, w_bound=5.0), "w_bound bounds the iterates of steps > 1"),
+    (lambda: C.newton(2, 3, steps=2.5), "steps must be an integer"),
+    (lambda: C.newton(2, 3, alpha=-1.0), "alpha must be finite and > 0"),
+    (lambda: C.ols(2, 3, steps=0), "steps must be an integer >= 1"),
+])
+def test_bad_parameters_get_one_line_errors(call, match):
+    with pytest.raises(ValueError, match=match) as e:
+        call()
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("prove", [symbolic.prove_descent_loop, symbolic.prove_newton_loop])
+def test_the_loop_proofs_hold_and_catch_a_wrong_step(prove, monkeypatch):
+    assert prove(2)
+    name = "descent_program" if prove is symbolic.prove_descent_loop else "newton_program"
+    original = getattr(symbolic, name)
+
+    def wrong(*args, **kwargs):  # every step's update: its first coefficient off by 1e-9 (the loop still repeats)
+        program = original(*args, **kwargs)
+        for j in (1, 2, 3):
+            at = program.span(f"step {j}")[0] + (1 if name == "descent_program" else 2)
+            (src, coef), *rest = program.steps[at].terms
+            program.steps[at] = replace(program.steps[at], terms=((src, coef * (1 + 1e-9)), *rest))
+        return program
+
+    monkeypatch.setattr(symbolic, name, wrong)
+    assert not prove(2)
+
+
+def test_a_saved_pgd_is_proved_from_its_file_for_every_k(tmp_path, capsys):
+    from iclkit.cli import main
+
+    c = C.pgd(2, 3, lr=0.05, P=np.diag([0.5, 1.5]), steps=3)
+    path = tmp_path / "pgd.safetensors"
+    c.save(path)
+    assert main(["prove", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "proved from the weights" in out and "for every k >= 1 steps" in out
+    again = C.Construction.load(path)
+    X, y, xq = sample_problems(2, 3, 4, seed=7)
+    np.testing.assert_array_equal(again.predict(X, y, xq), c.predict(X, y, xq))
