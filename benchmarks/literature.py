@@ -1,6 +1,6 @@
 """The algorithms beyond the paper, as constructions: accuracy against iclkit.algorithms, size,
 certificate and refusals (fused mode, x, w ~ N(0, I), y = w.x). gd and pgd at k = 1, 2, 4, 8
-steps; newton at k = 1..6 with its distance to OLS; ols. Prints a markdown table; ``--out
+steps; newton at k = 1..6 with its distance to OLS; lasso at 1, 5, 20; ols. Prints a markdown table; ``--out
 FILE`` also writes it (the README includes docs/tables/)."""
 
 import argparse
@@ -25,11 +25,11 @@ parser.add_argument("--out", default=None)
 args = parser.parse_args()
 d, n = args.d, args.n
 P = default_preconditioner(d)
-LR, LAM = 0.01, 0.1
+LR, LAM, L1 = 0.01, 0.1, 1.0
 
 lines = [f"Made by `python benchmarks/literature.py` (d = {d}, n = {n}, fused, {args.trials} prompts x, w ~ N(0, I), "
          f"y = w.x, seed 0; gd lr {LR} lam {LAM}; pgd lr {LR}, P = diag(0.5 .. 1.5); newton and ols with the default "
-         "alpha = 1 / (|X^T X|_F^2 + 1)). Error: max over the accepted prompts of |y_hat - y_hat*| / (1 + |y_hat*|) against "
+         f"alpha = 1 / (|X^T X|_F^2 + 1); lasso (ISTA) lr {LR}, l1 {L1}). Error: max over the accepted prompts of |y_hat - y_hat*| / (1 + |y_hat*|) against "
          "iclkit.algorithms; certificate: the largest per-prompt certificate (|transformer - program|); refused: prompts "
          "predict refused, by name; stored ×1: stored parameters over those of one step of the same looped program "
          "(gd's one-step row is the paper's per-example construction; its looped program at one step is the ×1 "
@@ -85,6 +85,11 @@ for dtype in args.dtypes:
     for k in (range(1, 7) if dtype == "float64" else (1, 2)):
         p = row("newton", k, dtype, lambda dt, k=k: C.newton(d, n, steps=k, dtype=dt),
                 lambda X, y, k=k: A.newton(X, y, steps=k), one)
+        one = one or p
+    one = None
+    for k in ((1, 5, 20) if dtype == "float64" else (1, 5)):
+        p = row("lasso", k, dtype, lambda dt, k=k: C.lasso(d, n, lr=LR, l1=L1, steps=k, dtype=dt),
+                lambda X, y, k=k: A.lasso(X, y, lr=LR, l1=L1, steps=k), one)
         one = one or p
     row("ols", DEFAULT_OLS_STEPS, dtype, lambda dt: C.ols(d, n, dtype=dt), lambda X, y: A.ols(X, y), None)
 emit(lines, args.out)

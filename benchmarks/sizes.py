@@ -20,6 +20,7 @@ parser.add_argument("--d", type=int, default=8)
 parser.add_argument("--n", type=int, default=40)
 parser.add_argument("--out", default=None)
 args = parser.parse_args()
+PAPER = {name: DEFAULT_PARAMS[name] for name in ("sgd", "gd", "ridge")}
 
 
 def measure(name: str, mode: str, n: int, folder: Path) -> dict:
@@ -37,7 +38,7 @@ def unrolled_agrees(c) -> bool:
         return bool(torch.equal(c.model(tokens), c.model.unroll()(tokens)))
 
 
-lines = [f"Made by `python benchmarks/sizes.py` (d = {args.d}, float64, the paper's parameters {DEFAULT_PARAMS}). "
+lines = [f"Made by `python benchmarks/sizes.py` (d = {args.d}, float64, the paper's parameters {PAPER}). "
          "Stored parameters count each tensor once (the looped block once); file: the saved .safetensors. "
          "Loop: (first layer, period, repeats). Unrolled = looped: the n-model's predictions equal its plain "
          "unrolled stack's bit for bit.", "",

@@ -14,7 +14,9 @@ from rich.table import Table
 from iclkit.constructions import REGISTRY
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-DEFAULT_CASES = [(2, 1), (8, 1), (8, 8)]
+DEFAULT_CASES = [(2, 1), (8, 1), (8, 8)]  # the paper's constructions: one block, and stacked
+LITERATURE_CASES = [(2, 8), (4, 20)]  # beyond the paper (the d = 8, n = 40 grid: benchmarks/literature.py)
+PAPER = ("sgd", "gd", "ridge")
 
 
 def _integer(least: int):
@@ -63,11 +65,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return run_properties(args.examples, console, args.only)
     from iclkit.verify.numeric import check
 
-    if args.d or args.n:  # a missing one takes the defaults' values
-        cases = [(d, n) for d in (args.d or [8]) for n in (args.n or [1, 8])]
-    else:
-        cases = DEFAULT_CASES
-    jobs = [(name, mode, d, n) for name in args.constructions for d, n in cases for mode in args.modes]
+    def cases(name: str) -> list[tuple[int, int]]:
+        if args.d or args.n:  # a missing one takes the defaults' values
+            return [(d, n) for d in (args.d or [8]) for n in (args.n or [1, 8])]
+        return DEFAULT_CASES if name in PAPER else LITERATURE_CASES
+
+    jobs = [(name, mode, d, n) for name in args.constructions for d, n in cases(name) for mode in args.modes]
     table = Table(title=f"iclkit verify ({args.dtype}, seed {args.seed}, {args.trials} prompts each)")
     for col in ("construction", "mode", "d", "n", "layers (applied)", "width", "parameters (stored)", "max error", "per-prompt cert.",
                 "domain-wide bound", "rel. error", "target", "pass"):
@@ -145,14 +148,14 @@ def _construction(args: argparse.Namespace):
         if not Path(args.construction).is_file():
             raise ValueError(f"{args.construction!r} is neither a construction iclkit ships ({', '.join(REGISTRY)}) "
                              "nor a saved model file")
-        given = [f"--{k}" for k in ("d", "lr", "lam", "steps") if getattr(args, k) is not None]
+        given = [f"--{k}" for k in ("d", "lr", "lam", "steps", "l1") if getattr(args, k) is not None]
         if given:
             raise ValueError(f"{', '.join(given)} apply to a construction by name; a saved file carries its own")
         return load_construction(args.construction)
     if args.d is None:
         raise ValueError(f"--d is required for the {args.construction} construction")
 
-    given = {k: getattr(args, k) for k in ("lr", "lam", "steps") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("lr", "lam", "steps", "l1") if getattr(args, k) is not None}
     defaults = default_params(args.construction, args.d)
     takes = set(defaults) | ({"steps"} if args.construction in ("gd", "ols") else set())
     if set(given) - takes:
@@ -443,10 +446,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("construction", choices=list(REGISTRY))
         p.add_argument("--d", type=POSITIVE, required=not files, default=None)
         p.add_argument("--n", type=POSITIVE, default=1)
-        p.add_argument("--lr", type=_real(0, strict=True), default=None, help="default: the paper's 0.01 (sgd, gd)")
+        p.add_argument("--lr", type=_real(0, strict=True), default=None,
+                       help="step size (sgd, gd, pgd, lasso); default: the paper's 0.01")
         p.add_argument("--lam", type=_real(0), default=None, help="default: the paper's 0.1")
         p.add_argument("--steps", type=POSITIVE, default=None,
-                       help="iterations (gd, pgd, newton, ols); default: gd 1, pgd and newton 4, ols 12")
+                       help="iterations (gd, pgd, newton, ols, lasso); default: gd 1, pgd and newton 4, ols 12, lasso 5")
+        p.add_argument("--l1", type=_real(0), default=None, help="the Lasso's l1 weight (lasso); default: 1.0")
         p.add_argument("--mode", nargs=1, default=["fused"], choices=["fused", "faithful"])
         p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
 

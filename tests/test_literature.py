@@ -1,4 +1,4 @@
-"""The in-context algorithms of the literature beyond the paper: gd with k steps, pgd, newton, ols.
+"""The in-context algorithms of the literature beyond the paper: gd with k steps, pgd, newton, ols, lasso.
 
 Tolerances: a prediction is held to its own per-prompt certificate (``Construction.certify``,
 a rigorous bound on |transformer - program|) and to the float64 accuracy target
@@ -88,6 +88,37 @@ def test_ols_meets_lstsq_refuses_a_singular_prompt_and_takes_the_min_norm_soluti
     held(under, Xu, yu, xu, lambda X, y: np.linalg.pinv(X) @ y)
 
 
+@pytest.mark.parametrize("mode", ["fused", "faithful"])
+def test_lasso_is_ista_with_a_certified_soft_threshold(mode):
+    X, y, xq = sample_problems(2, 5, 6, seed=8)
+    c = C.lasso(2, 5, lr=0.02, l1=4.0, steps=5, mode=mode)
+    held(c, X, y, xq, lambda X, y: A.lasso(X, y, lr=0.02, l1=4.0, steps=5))
+    # the threshold bites: some coordinate of the exact iterate is exactly 0 on some prompt
+    assert any((A.lasso(X[b], y[b], lr=0.02, l1=4.0, steps=5) == 0).any() for b in range(len(X)))
+    ratios = c.own_error_ratios(X, y, xq)
+    hinges = {k: v for k, v in ratios.items() if "hinge" in k}
+    assert hinges and max(hinges.values()) <= 1.0  # measured own error within the rounding model
+
+
+def test_hinge_ops_match_their_meaning_within_their_bounds():
+    from iclkit.primitives import Program, absolute, clip, compile_program, relu, soft_threshold
+
+    z = np.array([-2.0, -0.3, -1e-9, 0.0, 1e-12, 0.2, 0.25, 1.7])
+    want = {"relu": np.maximum(z, 0), "abs": np.abs(z), "clip": np.clip(z, -0.3, 0.5),
+            "soft": np.sign(z) * np.maximum(np.abs(z) - 0.25, 0)}
+    ops = {"relu": relu("out", "a"), "abs": absolute("out", "a"), "clip": clip("out", "a", -0.3, 0.5),
+           "soft": soft_threshold("out", "a", 0.25)}
+    for name, op in ops.items():
+        compiled = compile_program(Program({"a": (8,), "out": (8,)}, {"a": 2.0}, [op]), max_len=2)
+        got = compiled.run({"a": np.broadcast_to(z, (1, 2, 8)).copy()})["out"][0, 1]
+        assert np.all(np.abs(got - want[name]) <= compiled.error_bounds["out"]), name
+        assert compiled.error_bounds["out"] <= 1e-13, name  # certified to near the rounding, kink included
+    with pytest.raises(ValueError, match="clip needs lo < hi"):
+        clip("out", "a", 1.0, 0.0)
+    with pytest.raises(ValueError, match="soft_threshold needs a finite tau >= 0"):
+        soft_threshold("out", "a", -1.0)
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda: C.pgd(2, 3, lr=0.0, P=np.eye(2)), "lr must be finite and > 0"),
     (lambda: C.pgd(2, 3, lr=0.1, P=np.eye(3)), "P must be a 2 x 2 matrix"),
@@ -98,6 +129,9 @@ def test_ols_meets_lstsq_refuses_a_singular_prompt_and_takes_the_min_norm_soluti
     (lambda: C.newton(2, 3, steps=2.5), "steps must be an integer"),
     (lambda: C.newton(2, 3, alpha=-1.0), "alpha must be finite and > 0"),
     (lambda: C.ols(2, 3, steps=0), "steps must be an integer >= 1"),
+    (lambda: C.lasso(2, 3, lr=0.1, l1=-0.5), "l1 must be finite and >= 0"),
+    (lambda: C.lasso(2, 3, lr=-0.1, l1=0.5), "lr must be finite and > 0"),
+    (lambda: C.lasso(2, 3, lr=0.1, l1=0.5, steps=0), "steps must be an integer >= 1"),
 ])
 def test_bad_parameters_get_one_line_errors(call, match):
     with pytest.raises(ValueError, match=match) as e:
@@ -105,10 +139,10 @@ def test_bad_parameters_get_one_line_errors(call, match):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("prove", [symbolic.prove_descent_loop, symbolic.prove_newton_loop])
+@pytest.mark.parametrize("prove", [symbolic.prove_descent_loop, symbolic.prove_newton_loop, symbolic.prove_lasso_loop])
 def test_the_loop_proofs_hold_and_catch_a_wrong_step(prove, monkeypatch):
     assert prove(2)
-    name = "descent_program" if prove is symbolic.prove_descent_loop else "newton_program"
+    name = "newton_program" if prove is symbolic.prove_newton_loop else "descent_program"
     original = getattr(symbolic, name)
 
     def wrong(*args, **kwargs):  # every step's update: its first coefficient off by 1e-9 (the loop still repeats)

@@ -3,7 +3,8 @@
 ``w <- shrink w - C (S w - b)`` on the prefix statistics S = X^T X, b = X^T y
 (:mod:`iclkit.constructions.statistics`): ``gd`` with ``steps > 1`` has shrink = 1 - 2 lr lam
 and C = 2 lr I (von Oswald et al. 2023: one layer per step); ``pgd`` has shrink = 1 and
-C = 2 lr P (Ahn et al. 2023). Each step is the same two ops, ``Sw = S w`` (an MLP product)
+C = 2 lr P (Ahn et al. 2023); ``lasso`` ends each step in the l1 proximal map (ISTA, Bai et al. 2023),
+``w <- soft_threshold(w - 2 lr (S w - b), lr l1)``. Each gradient step is the same two ops, ``Sw = S w`` (an MLP product)
 and the update (attention-side), so the compiler stores one step's layer and loops it; the
 proof holds for every k by induction over the loop.
 """
@@ -16,7 +17,7 @@ from iclkit.algorithms import check_preconditioner, check_steps
 from iclkit.constructions.base import (Construction, build, check_magnitude, check_param, default_x_norm, is_symbolic,
                                        step_params)
 from iclkit.constructions.statistics import sufficient_statistics
-from iclkit.primitives import Program, aff, dot, mul
+from iclkit.primitives import Program, aff, dot, mul, soft_threshold
 
 
 def default_w_bound(d: int, n: int, steps: int, shrink: float, C: np.ndarray, w0: np.ndarray, X: float, Y: float) -> float:
@@ -39,8 +40,10 @@ def default_w_bound(d: int, n: int, steps: int, shrink: float, C: np.ndarray, w0
 
 
 def descent_program(d: int, n: int, *, steps: int, shrink, C, w0, x_norm: float, y_bound: float, w_bound: float | None,
-                    name: str) -> Program:
-    """The prologue (S, b, w = w0), ``steps`` identical steps, and the prediction ``x_q . w``."""
+                    name: str, tau=None) -> Program:
+    """The prologue (S, b, w = w0), ``steps`` identical steps, and the prediction ``x_q . w``;
+    with ``tau`` each step ends in the l1 proximal map (ISTA): ``w <- soft_threshold(v, tau)``
+    of the gradient step v."""
     symbolic = is_symbolic(shrink, C, w0)
     stats = sufficient_statistics(d, n, None if symbolic else x_norm, None if symbolic else y_bound)
     W = None if symbolic else w_bound
@@ -49,9 +52,14 @@ def descent_program(d: int, n: int, *, steps: int, shrink, C, w0, x_norm: float,
     steps_ = [*stats.steps, aff("w", bias=w0, bound=W)]
     regions = {"prologue": (0, len(steps_))}
     for j in range(1, steps + 1):
-        regions[f"step {j}"] = (len(steps_), len(steps_) + 2)
-        steps_ += [mul("Sw", "S", "w", (d, d, 1), bound=Sw_bound),
-                   aff("w", ("w", shrink), ("Sw", -C), ("b", C), bound=W)]
+        step = [mul("Sw", "S", "w", (d, d, 1), bound=Sw_bound)]
+        if tau is None:
+            step.append(aff("w", ("w", shrink), ("Sw", -C), ("b", C), bound=W))
+        else:  # the gradient step into v (bounded like the iterates), then the proximal map
+            slots["v"] = (d,)
+            step += [aff("v", ("w", shrink), ("Sw", -C), ("b", C), bound=W), soft_threshold("w", "v", tau, bound=W)]
+        regions[f"step {j}"] = (len(steps_), len(steps_) + len(step))
+        steps_ += step
     regions["prediction"] = (len(steps_), len(steps_) + 1)
     steps_.append(dot("yhat", "w", "x", d, bound=None if symbolic else W * x_norm))
     return Program(slots, {"y": y_bound, "x": x_norm}, steps_, name=name, regions=regions)
@@ -90,4 +98,24 @@ def pgd(d: int, n: int, *, lr: float, P, steps: int = 1, w0=None, x_norm: float 
     program = descent_program(d, n, steps=steps, shrink=1.0, C=C, w0=w0, x_norm=x_norm, y_bound=y_bound, w_bound=W,
                               name=f"pgd(d={d}, n={n}, steps={steps})")
     return build("pgd", program, d=d, n=n, params={"lr": lr, "P": P, "steps": steps, "w0": w0}, x_norm=x_norm,
+                 y_bound=y_bound, dtype=dtype, mode=mode, levels=levels, domain={"w_bound": W})
+
+
+def lasso(d: int, n: int, *, lr: float, l1: float, steps: int = 1, w0=None, x_norm: float | None = None,
+          y_bound: float | None = None, w_bound: float | None = None, dtype: str = "float64", mode: str = "fused",
+          levels: int | None = None) -> Construction:
+    """A transformer running ``steps`` iterations of ISTA (proximal GD) for the Lasso
+    ``|Xw - y|^2 + l1 |w|_1`` on its n in-context examples: a GD step, then the soft
+    threshold at ``lr l1`` (a hinge op, :func:`iclkit.primitives.soft_threshold`). Matches
+    :func:`iclkit.algorithms.lasso`. ``w_bound`` bounds the iterates and the gradient steps
+    (default :func:`default_w_bound`: the proximal map is non-expansive); a prompt whose exact
+    values exceed it is refused."""
+    steps = check_steps(steps)
+    w0, x_norm, y_bound = step_params("lasso", d, n, lr, 0.0, w0, x_norm, y_bound)
+    check_magnitude("l1", check_param("l1", l1, zero_ok=True))
+    C = 2 * lr * np.eye(d)
+    W = default_w_bound(d, n, steps, 1.0, C, w0, x_norm, y_bound) if w_bound is None else check_w_bound(w_bound)
+    program = descent_program(d, n, steps=steps, shrink=1.0, C=C, w0=w0, x_norm=x_norm, y_bound=y_bound, w_bound=W,
+                              name=f"lasso(d={d}, n={n}, steps={steps})", tau=lr * l1)
+    return build("lasso", program, d=d, n=n, params={"lr": lr, "l1": l1, "steps": steps, "w0": w0}, x_norm=x_norm,
                  y_bound=y_bound, dtype=dtype, mode=mode, levels=levels, domain={"w_bound": W})

@@ -281,7 +281,21 @@ def compile_program(
                                    placement[id(m)], read_bounds[id(m)], slot_bounds, read_bounds[id(m)][m.dst],
                                    slot_bounds[m.dst])) / max(slot_bounds[m.dst], 1e-300) for m in signatures.values())
 
-    P = float(min(bd.LOG_GRID[::4], key=worst_relative)) if muls else 1.0
+    hinges = [op for op in mlp_ops if hasattr(op, "sharpness")]
+    for op in hinges:  # a hinge's sharpness from the bound of what it reads
+        mechs[id(op)].scale = op.sharpness(dtype, read_bounds[id(op)][op.src])
+
+    def worst_hinge(P: float) -> float:  # hinges read through the same pads: their worst relative error
+        ctx_P = Context(dtype, T_max, levels, sizes, {placement[id(h)]: mul_read(P) for h in hinges})
+        return max(float(own_error(h, mechs[id(h)], ctx_P, placement[id(h)], read_bounds[id(h)], slot_bounds,
+                                   read_bounds[id(h)][h.dst], slot_bounds[h.dst])) / max(slot_bounds[h.dst], 1e-300)
+                   for h in hinges)
+
+    if muls or hinges:
+        P = float(min(bd.LOG_GRID[::4], key=lambda P: max(worst_relative(P) if muls else 0.0,
+                                                          worst_hinge(P) if hinges else 0.0)))
+    else:
+        P = 1.0
     for i, layer in enumerate(layers):
         divs = [op for op in layer.mlp if isinstance(op, Div)]
         if layer.mlp and not divs:
@@ -339,7 +353,7 @@ def compile_program(
     errors = _propagate_errors(program, layers, read_bounds, sizes, own, dtype)
     constants = {"ln_pad": P, "attention_gap": G, "levels": levels, "residual_drift": drift}
     for op in mlp_ops:
-        constants[f"{op.describe()}: {'product scale' if isinstance(op, Mul) else 'division scale'}"] = scales[id(op)]
+        constants[f"{op.describe()}: {getattr(op, 'scale_name', 'product scale' if isinstance(op, Mul) else 'division scale')}"] = scales[id(op)]
     return Compiled(program, model, layout, layers, list(program.inputs), slot_bounds, errors, constants, output,
                     write_bounds, read_bounds, own, mechs, placement, ctx, P)
 

@@ -11,9 +11,9 @@ from iclkit.constructions import REGISTRY, Construction
 from iclkit.primitives import BoundError
 
 # The paper's step sizes and regulariser (Sec. 4.3): SGD(0.01), GD(0.01), Ridge(0.1); beyond the
-# paper, four steps of preconditioned GD and of Newton, and OLS by Newton's default steps.
+# paper, four steps of preconditioned GD and of Newton, OLS by Newton's default steps, five of ISTA.
 DEFAULT_PARAMS = {"sgd": {"lr": 0.01, "lam": 0.1}, "gd": {"lr": 0.01, "lam": 0.1}, "ridge": {"lam": 0.1},
-                  "pgd": {"lr": 0.01, "steps": 4}, "newton": {"steps": 4}, "ols": {}}
+                  "pgd": {"lr": 0.01, "steps": 4}, "newton": {"steps": 4}, "ols": {}, "lasso": {"lr": 0.01, "l1": 1.0, "steps": 5}}
 
 
 def default_preconditioner(d: int) -> np.ndarray:

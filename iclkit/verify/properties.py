@@ -87,14 +87,14 @@ def _held_or_refused(c: C.Construction, X, y, xq) -> None:
        steps=st.sampled_from([2, 3]), lr=st.sampled_from([0.01, 0.05, 0.1]), seed=st.integers(0, 3))
 def literature_within_certificate_or_refused(problem, steps, lr, seed):
     """The algorithms beyond the paper, d <= 3, n <= 5: gd with several steps, pgd with a
-    random preconditioner, newton, ols: each prediction is within its per-prompt certificate of
+    random preconditioner, newton, ols, lasso: each prediction is within its per-prompt certificate of
     the program's exact value, within the float64 target of its closed form, every op's own
     error within the rounding model, or the prompt is refused (BoundError), never a wrong number."""
     X, y, xq = problem
     n, d = X.shape
     P = np.round(np.random.default_rng(seed).uniform(-1, 1, (d, d)) + 2 * np.eye(d), 2)
     cases = (("gd", {"lr": lr, "lam": 0.1, "steps": steps}), ("pgd", {"lr": lr, "P": P, "steps": steps}),
-             ("newton", {"steps": steps}), ("ols", {}))
+             ("newton", {"steps": steps}), ("ols", {}), ("lasso", {"lr": lr, "l1": 1.0, "steps": steps}))
     for name, kw in cases:
         key = tuple(sorted((k, tuple(map(tuple, v)) if k == "P" else v) for k, v in kw.items()))
         _held_or_refused(_construction(name, d, n, key), X, y, xq)

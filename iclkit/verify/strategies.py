@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from iclkit.primitives import Mean, Parallel, Program, aff, div, dot, mov, mul
+from iclkit.primitives import Mean, Parallel, Program, absolute, aff, clip, div, dot, mov, mul, relu, soft_threshold
 
 
 @st.composite
@@ -20,7 +20,7 @@ def problems(draw, d=st.integers(1, 4), n=st.integers(1, 6), scale=st.floats(0.2
     return X, X @ w + draw(noise) * rng.standard_normal(n_), s * rng.standard_normal(d_)
 
 
-OP_KINDS = ("mov", "aff", "mean", "mul", "dot", "div", "divisor by attention", "divisor by mlp", "parallel")
+OP_KINDS = ("mov", "aff", "mean", "mul", "dot", "div", "divisor by attention", "divisor by mlp", "parallel", "hinge")
 
 
 @st.composite
@@ -29,8 +29,8 @@ def programs(draw, max_ops: int = 6, size=st.integers(1, 3), kinds=st.sampled_fr
     (a scalar) and ``e`` (a scalar divisor, |e| >= 1), then ops reading earlier slots: moves
     (some accumulating), affine maps, causal means, products (some in place), dots, divisions
     by ``e`` or by a divisor the program computes (in attention, ``1.5 + s / (4 B_s)``; in an
-    MLP, ``u.u + 1``, ridge's pattern), back-to-back divisions, overwrites of an earlier slot
-    and :class:`Parallel` pairs."""
+    MLP, ``u.u + 1``, ridge's pattern), back-to-back divisions, hinges (relu, abs, clip,
+    soft_threshold; some in place), overwrites of an earlier slot and :class:`Parallel` pairs."""
     k = draw(size)
     slots: dict[str, tuple] = {"a": (k,), "b": (k,), "c": (), "e": ()}
     inputs = {"a": 1.0, "b": 1.0, "c": 1.0, "e": 2.0}
@@ -88,6 +88,11 @@ def programs(draw, max_ops: int = 6, size=st.integers(1, 3), kinds=st.sampled_fr
         elif kind.startswith("divisor by"):
             den = divisor(i, kind.split()[-1])
             steps.append(div(target(f"v{i}", avoid=u)[0], u, den, den_min=divisors[den]))
+        elif kind == "hinge":  # relu, abs, clip or soft_threshold, now and then in place
+            dst = u if u not in inputs and draw(st.booleans()) else target(f"v{i}")[0]
+            t = draw(st.floats(0.0, 0.75))
+            steps.append(draw(st.sampled_from([relu(dst, u), absolute(dst, u), clip(dst, u, -t, t + 0.1),
+                                               soft_threshold(dst, u, t)])))
         else:  # two ops in one layer, each writing a fresh slot from earlier ones
             first, second = f"p{i}", f"q{i}"
             slots[first], slots[second] = (k,), ()

@@ -274,6 +274,36 @@ def _repeats(program: Program, region: str, count: int) -> bool:
     return all([repr(op) for op in program.steps_of(f"{region} {j}")] == first for j in range(2, count + 1))
 
 
+def soft_threshold_identity() -> bool:
+    """``h(u) = u + (|u - tau| - |u + tau|) / 2`` is ``sign(u) max(|u| - tau, 0)`` for tau > 0, in
+    each case: u = tau + p gives p, u = -tau - p gives -p (p > 0), and u = (q - p)/2 with
+    tau = (p + q)/2 (p, q >= 0: the band |u| <= tau) gives 0."""
+    p, q, tau = sp.symbols("p q tau", positive=True)
+    h = lambda u, t: u + (sp.Abs(u - t) - sp.Abs(u + t)) / 2  # noqa: E731
+    return (sp.simplify(h(tau + p, tau) - p) == 0 and sp.simplify(h(-tau - p, tau) + p) == 0
+            and sp.simplify(h((q - p) / 2, (p + q) / 2)) == 0)
+
+
+def prove_lasso_loop(d: int, mode: str = "fused", n: int = 2) -> bool:
+    """ISTA for the Lasso, for every k, by induction over the looped step: for symbolic S, b,
+    w, step size c and threshold tau, one step maps w to ``h(w - c (S w - b))`` entrywise, with
+    h the soft threshold (:func:`soft_threshold_identity`). Base: the prologue's S, b and
+    w = w0 at the query column for n examples; end: ``x_q . w``."""
+    w0, c, tau = _vector("v", d), sp.Symbol("c", positive=True), sp.Symbol("tau", positive=True)
+    Cm = c * np.eye(d, dtype=object)
+    program = descent_program(d, n, steps=3, shrink=1, C=Cm, w0=w0, x_norm=1.0, y_bound=1.0, w_bound=None,
+                              name="lasso (proof)", tau=tau)
+    S, B, W, xn = _matrix("S", d), _vector("B", d), _vector("W", d), _vector("x", d)
+    out = _run_on_columns(program, program.steps_of("step 2"), {"S": {3: S}, "b": {3: B}, "w": {3: W}})
+    v = W - Cm @ (S @ W - B)
+    soft = v + (np.abs(v - tau) - np.abs(v + tau)) / 2
+    ok = _repeats(program, "step", 3) and soft_threshold_identity() and _equal(out["w"][0, 3], soft)
+    held, first = _statistics_hold(program, n)
+    ok &= held and _equal(first["w"][0, 2 * n + 1], w0)
+    end = _run_on_columns(program, program.steps_of("prediction"), {"w": {3: W}, "x": {3: xn}})
+    return ok and _equal(end["yhat"][0, 3], W @ xn)
+
+
 def prove_descent_loop(d: int, mode: str = "fused", n: int = 2) -> bool:
     """k full-batch (preconditioned) GD steps on the prefix statistics, for every k, by induction
     over the looped step: for a symbolic S (any d x d matrix), b, w, shrink and preconditioner
@@ -342,6 +372,9 @@ _DESCENT = ("for every k >= 1 steps, y_hat = x_q . w_k with w_j = shrink w_{j-1}
             "b, w, C; the prologue's S, b for n = 2)")
 _NEWTON = ("for every k >= 1 steps, y_hat = x_q . M_k X^T y with M_j = 2 M_{j-1} - M_{j-1} S M_{j-1}, "
            "M_0 = S / (|S|_F^2 + 1), S = X^T X (step: any S, M; the prologue's S, b, M_0 for n = 2)")
+_LASSO = ("for every k >= 1 steps, y_hat = x_q . w_k with w_j = soft_threshold(w_{j-1} - 2 lr (S w_{j-1} - b), lr l1) "
+          "on S = X^T X, b = X^T y, w_0 = w0 (step: any S, b, w, step size and threshold; soft_threshold by cases; the "
+          "prologue's S, b for n = 2)")
 for _mode in ("fused", "faithful"):
     LOOP_PROOFS[("gd", _mode)] = LoopProof(lambda d, m=_mode: prove_descent_loop(d, m), _DESCENT,
                                            lambda c: c.params.get("steps", 1) > 1)
@@ -349,6 +382,7 @@ for _mode in ("fused", "faithful"):
     LOOP_PROOFS[("newton", _mode)] = LoopProof(lambda d, m=_mode: prove_newton_loop(d, m), _NEWTON,
                                                lambda c: c.params.get("alpha") is None)
     LOOP_PROOFS[("ols", _mode)] = LoopProof(lambda d, m=_mode: prove_newton_loop(d, m), _NEWTON)
+    LOOP_PROOFS[("lasso", _mode)] = LoopProof(lambda d, m=_mode: prove_lasso_loop(d, m), _LASSO)
 
 
 # ---- mechanisms ----------------------------------------------------------------------------
@@ -423,12 +457,45 @@ def attention_mechanism(T: int = 6) -> tuple[bool, str]:
     return ok, f"leak / ((T-1) e^-G) -> {sp.limit(leak / ((T - 1) * sp.exp(-G)), G, sp.oo)}"
 
 
+def hinge_mechanism() -> tuple[bool, str]:
+    """``(GeLU(s u) + GeLU(-s u)) / s = u erf(s u / sqrt 2)``, which tends to |u|; the gap
+    ``|u| erfc(s |u| / sqrt 2) <= |u| e^{-s^2 u^2 / 2}`` (erfc(x) <= e^{-x^2}) is largest at
+    |u| = 1/s, where it is e^{-1/2} / s."""
+    u, v = sp.symbols("u v", positive=True)
+    pair = (gelu(S * u) + gelu(-S * u)) / S
+    identity = sp.simplify(pair - u * sp.erf(S * u / sp.sqrt(2))) == 0 and sp.limit(pair, S, sp.oo) == u
+    gap = v * sp.exp(-v**2 / 2)  # v = s |u|: the gap times s
+    peak = sp.solve(sp.diff(gap, v), v)
+    ok = identity and peak == [1] and sp.simplify(gap.subs(v, 1) - sp.exp(-sp.Rational(1, 2))) == 0
+    return ok, "pair = |u| erf(s|u|/sqrt 2); gap <= e^-1/2 / s"
+
+
+def compiled_hinge_layer() -> tuple[bool, str]:
+    """The compiled soft_threshold layer (tau = 1/4), pad P and sharpness S symbolic: LayerNorm's
+    factor gamma -> 1 as P -> oo, and at gamma = 1 the written value is
+    ``a + sum_k c_k (a - t_k) erf(S (a - t_k) / sqrt 2)``, which tends to soft_threshold(a, 1/4)."""
+    from iclkit.primitives import soft_threshold
+
+    tau = sp.Rational(1, 4)
+    gamma, out = _compiled_mlp(soft_threshold("z", "a", 0.25), {"a": (), "z": ()}, {"a": 1.0}, P,
+                               {"a": a, "one": sp.Integer(1)}, ("pad+", "pad-"), P)
+    want = a + sum(c * (a - t) * sp.erf(S * (a - t) / sp.sqrt(2)) for t, c in ((tau, sp.Rational(1, 2)),
+                                                                             (-tau, -sp.Rational(1, 2))))
+    at = out.subs(GAMMA, 1)
+    point = {a: sp.Rational(3, 7), S: sp.Rational(5, 2)}
+    ok = sp.limit(gamma, P, sp.oo) == 1 and abs(float((at - want).subs(point))) <= 1e-14 and \
+        sp.limit(want.subs(a, sp.Rational(3, 7)), S, sp.oo) == sp.Rational(3, 7) - tau
+    return ok, "gamma -> 1; z = a + sum c_k (a - t_k) erf(S (a - t_k)/sqrt 2) -> soft_threshold(a, 1/4)"
+
+
 OP_PROOFS = {  # op class -> the claims of `iclkit prove` that prove its mechanism and its compiled layer
     "Aff": ("primitive mov/aff/mean: hard attention", "compiled aff layer (matrix, scalar, bias)"),
     "Mov": ("primitive mov/aff/mean: hard attention", "compiled mov layer (t-1), G -> oo"),
     "Mean": ("primitive mov/aff/mean: hard attention", "compiled mean layer"),
     "Mul": ("primitive mul/dot: GeLU product, 2 scale(s)", "compiled mul layer, P and S symbolic"),
     "Div": ("primitive div: LayerNorm division (Lemma 8)", "compiled div layer, M symbolic"),
+    "Hinge": ("primitive hinge (relu, abs, clip, soft_threshold): GeLU pair |u|",
+              "compiled soft_threshold layer, P and S symbolic"),
 }
 
 
@@ -442,7 +509,9 @@ def claims(max_d: int = 3):
     ]
     out += [(f"primitive mul/dot: GeLU product, {k} scale(s)", lambda k=k: product_mechanism(k)) for k in (1, 2, 3)]
     out += [("compiled mul layer, P and S symbolic", compiled_product_layer),
-            ("compiled div layer, M symbolic", compiled_division_layer)]
+            ("compiled div layer, M symbolic", compiled_division_layer),
+            ("primitive hinge (relu, abs, clip, soft_threshold): GeLU pair |u|", hinge_mechanism),
+            ("compiled soft_threshold layer, P and S symbolic", compiled_hinge_layer)]
     from iclkit.primitives import Mean, aff, mov
 
     W = np.array([[1.0, 2.0], [0.0, -1.0]])
