@@ -72,7 +72,7 @@ def row(name: str, k, dtype: str, build, closed, one_step_params: int | None) ->
 for dtype in args.dtypes:
     ks = (1, 2, 4, 8) if dtype == "float64" else (1, 4)
     looped_one = gd_steps(d, n, lr=LR, lam=LAM, w0=None, steps=1, x_norm=None, y_bound=None, w_bound=None,
-                          dtype="float64", mode="fused", levels=None).model.num_parameters()
+                          dtype=dtype, mode="fused", levels=None).model.num_parameters()
     for k in ks:
         row("gd", k, dtype, lambda dt, k=k: C.gd(d, n, lr=LR, lam=LAM, steps=k, dtype=dt),
             lambda X, y, k=k: A.gd(X, y, lr=LR, lam=LAM, steps=k), None if k == 1 else looped_one)

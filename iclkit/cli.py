@@ -157,7 +157,8 @@ def _construction(args: argparse.Namespace):
 
     given = {k: getattr(args, k) for k in ("lr", "lam", "steps", "l1") if getattr(args, k) is not None}
     defaults = default_params(args.construction, args.d)
-    takes = set(defaults) | ({"steps"} if args.construction in ("gd", "ols") else set())
+    options = {"lr", "lam", "steps", "l1"}  # what the command line can set
+    takes = (set(defaults) | ({"steps"} if args.construction in ("gd", "ols") else set())) & options
     if set(given) - takes:
         raise ValueError(f"{args.construction} takes {sorted(takes)}, not {sorted(given)}")
     kw = defaults | given
@@ -217,6 +218,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     d, n = c.d, c.n
     if args.prompts:
         data = np.load(args.prompts)
+        missing = [k for k in ("X", "y", "xq") if k not in data.files]
+        if missing:
+            raise ValueError(f"{args.prompts}: a prompts file holds arrays X, y and xq; it lacks {', '.join(missing)} "
+                             f"(it has {', '.join(data.files) or 'nothing'})")
         X, y, xq = data["X"], data["y"], data["xq"]
     else:
         X, y, xq = domain_problems(c, args.batch, args.seed)
@@ -366,7 +371,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from iclkit.empirical import plots
     from iclkit.empirical.experiments import compare, compare_targets
 
-    result = compare(_learner(args), prompts=args.prompts, queries=args.queries, x_scale=args.x_scale,
+    learner = _learner(args)
+    result = compare(learner, prompts=args.prompts, queries=args.queries, x_scale=args.x_scale,
                      x_shift=args.x_shift, log=console.print)
     result["targets"] = compare_targets(result)
     rows = [[name, i, c["spd"][i], c["spd_lo"][i], c["spd_hi"][i], c["ilwd"][i], c["ilwd_lo"][i], c["ilwd_hi"][i]]
@@ -382,6 +388,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     t = result["targets"]
     console.print(f"target: SPD/d and ILWD/d to OLS <= 0.05 for n >= d: worst {_fmt(t['ols_worst'])} "
                   f"({'met' if t['ols_within_0.05'] else 'NOT met'}); OLS closest: {t['ols_closest']}")
+    from iclkit.empirical.layerwise import layerwise
+
+    layers = layerwise(learner)
+    _write(args.out, "layerwise", layers, ["layer", "gd_best_k", "gd_spd_over_d", "newton_best_k", "newton_spd_over_d",
+                                            "ols_spd_over_d"],
+           [[r["layer"], r["gd_best_k"], r["gd_spd"], r["newton_best_k"], r["newton_spd"], r["ols_spd"]]
+            for r in layers["layers"]], plots.layerwise)
+    table = Table("layer", "GD: best k", "SPD/d", "Newton: best k", "SPD/d", "OLS: SPD/d",
+                  title=f"which algorithm each layer follows (read-out at the query after {layers['examples']} "
+                        f"examples; GD lr {layers['gd_lr']:.3g})")
+    for r in layers["layers"]:
+        table.add_row(str(r["layer"]), str(r["gd_best_k"]), _fmt(r["gd_spd"]), str(r["newton_best_k"]),
+                      _fmt(r["newton_spd"]), _fmt(r["ols_spd"]))
+    console.print(table)
+    console.print(f"Newton's iterations match more closely than GD's at {layers['newton_closer_layers']} of "
+                  f"{len(layers['layers'])} layers: the layers {'follow' if layers['follows_newton'] else 'do not follow'} "
+                  "Newton more closely than GD")
     return 0
 
 

@@ -53,3 +53,35 @@ def test_harness_checks_itself_on_a_constructed_ridge():
     assert metrics.spd(built, exact).max() <= 1e-18  # squared errors at the 1e-9 level
     lo, hi = metrics.bootstrap((built - exact) ** 2)
     assert np.all(hi <= 1e-18) and lo.shape == (4, 3)
+
+
+def test_layerwise_finds_the_iteration_a_layer_holds():
+    """A stand-in learner whose layer l holds Newton's prediction after l iterations (and noise):
+    the read-out recovers it, the best Newton k is l with SPD ~ 0, and those layers follow Newton."""
+    import torch
+
+    from iclkit import algorithms
+    from iclkit.empirical.layerwise import layerwise
+    from iclkit.empirical.learners import LearnerSpec
+
+    spec = LearnerSpec(d=3, n=8, layers=3)
+
+    class StandIn:
+        def __init__(self):
+            self.spec = spec
+
+        def run(self, X, y, return_states=False):
+            B, n, _ = X.shape
+            rng = np.random.default_rng(0)
+            states = [torch.zeros(B, 2 * n + 1, 4, dtype=torch.float64)]
+            for layer in range(1, spec.layers + 1):
+                h = torch.as_tensor(rng.standard_normal((B, 2 * n + 1, 4)))
+                h[:, 2 * n - 1, 0] = torch.as_tensor(
+                    [X[b, -1] @ algorithms.newton(X[b, :-1], y[b, :-1], steps=layer) for b in range(B)])
+                states.append(h)
+            return None, states
+
+    result = layerwise(StandIn(), train_prompts=256, test_prompts=64)
+    assert [r["newton_best_k"] for r in result["layers"]] == [1, 2, 3]
+    assert all(r["newton_spd"] < 1e-20 for r in result["layers"])
+    assert result["follows_newton"] and result["newton_closer_layers"] == 3

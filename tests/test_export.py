@@ -31,13 +31,14 @@ assert "iclkit" not in sys.modules
 """
 
 CASES = [("sgd", {"lr": 0.1, "lam": 0.1}, "fused"), ("sgd", {"lr": 0.05}, "faithful"), ("gd", {"lr": 0.1, "lam": 0.1}, "fused"),
-         ("ridge", {"lam": 0.1}, "faithful")]
+         ("ridge", {"lam": 0.1}, "faithful"), ("newton", {"steps": 2}, "fused"),
+         ("lasso", {"lr": 0.05, "l1": 1.0, "steps": 3}, "faithful")]
 
 
 def test_a_process_without_iclkit_reproduces_the_closed_form(tmp_path):
     """The saved directories alone, in one fresh process that never imports iclkit, with
-    GPT-2's own LayerNorm modules: sgd (both modes), gd and ridge (a division) each within the
-    1e-8 (1 + |yhat|) target of iclkit.algorithms."""
+    GPT-2's own LayerNorm modules: sgd (both modes), gd, ridge and newton (divisions) and lasso
+    (soft thresholds) each within the 1e-8 (1 + |yhat|) target of iclkit.algorithms."""
     X, y, xq = sample_problems(3, 4, 8, seed=4)
     built = []
     for k, (name, kw, mode) in enumerate(CASES):
@@ -252,3 +253,23 @@ def test_load_export_rebuilds_and_refuses_a_corrupted_weight(tmp_path):
         load_export(tmp_path / "ok")
     with pytest.raises(ValueError, match="not an iclkit export"):
         load_export(tmp_path)
+
+
+def test_load_export_rebuilds_the_literature_constructions_from_their_labels(tmp_path):
+    """pgd (a matrix parameter) and ols (a closed form other than its program's iteration): the
+    labels carry the parameters, load_export rebuilds by name and the reloaded GPT-2 meets the
+    closed form on every prompt the construction accepts (the export has no guard: ols refuses
+    prompts too ill-conditioned for its Newton steps, and GPT-2 answers them unchecked)."""
+    from iclkit.export import load_export
+
+    X, y, xq = sample_problems(2, 3, 16, seed=5)
+    for c in (C.pgd(2, 3, lr=0.05, P=np.array([[1.0, 0.2], [0.0, 0.5]]), steps=2), C.ols(2, 3)):
+        to_hf_gpt2(c, tmp_path / c.name)
+        rebuilt, model, W_E = load_export(tmp_path / c.name)
+        assert rebuilt.name == c.name and rebuilt.params.keys() == c.params.keys()
+        accepted = ~np.isnan(rebuilt.predict_each(X, y, xq)[0])
+        assert accepted.sum() >= 8
+        with torch.no_grad():
+            yhat = model(inputs_embeds=c.encode(X, y, xq) @ W_E).logits[:, -1, 0].numpy()
+        exact = closed_form(c, X, y, xq)
+        assert np.all((np.abs(yhat - exact) <= 1e-8 * (1 + np.abs(exact)))[accepted])

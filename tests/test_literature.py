@@ -75,12 +75,12 @@ def test_newton_with_a_constant_alpha_refuses_a_prompt_where_it_diverges():
     held(ok, X, y, xq, lambda X, y: A.newton(X, y, steps=2, alpha=0.5 / top**2))
 
 
-def test_ols_meets_lstsq_refuses_a_singular_prompt_and_takes_the_min_norm_solution():
+def test_ols_meets_lstsq_refuses_an_ill_conditioned_prompt_and_takes_the_min_norm_solution():
     X, y, xq = sample_problems(2, 6, 6, seed=5)
     c = C.ols(2, 6)
     held(c, X, y, xq, lambda X, y: A.ols(X, y))
     Xs = X[:1].copy()
-    Xs[0, :, 1] = 2 * Xs[0, :, 0]  # rank 1 with n = 6 > d = 2: X^T X singular
+    Xs[0, :, 1] = 2 * Xs[0, :, 0] + 1e-5 * np.arange(6)  # nearly rank 1: X^T X's condition about 1e12
     with pytest.raises(BoundError, match="too ill-conditioned for 12 Newton steps"):
         c.predict(Xs, y[:1], xq[:1])
     under = C.ols(3, 2)  # n' = 2 < d = 3: the minimum-norm least-squares solution
@@ -124,7 +124,7 @@ def test_hinge_ops_match_their_meaning_within_their_bounds():
     (lambda: C.pgd(2, 3, lr=0.1, P=np.eye(3)), "P must be a 2 x 2 matrix"),
     (lambda: C.pgd(2, 3, lr=0.1, P=[[np.inf, 0], [0, 1]]), "P must be finite"),
     (lambda: C.pgd(2, 3, lr=0.1, P=np.eye(2), steps=0), "steps must be an integer >= 1"),
-    (lambda: C.gd(2, 3, lr=0.1, steps=0), "steps must be an integer >= 1"),
+    (lambda: C.gd(2, 3, lr=0.1, steps=-1), "steps must be an integer >= 0"),
     (lambda: C.gd(2, 3, lr=0.1, w_bound=5.0), "w_bound bounds the iterates of steps > 1"),
     (lambda: C.newton(2, 3, steps=2.5), "steps must be an integer"),
     (lambda: C.newton(2, 3, alpha=-1.0), "alpha must be finite and > 0"),
@@ -169,3 +169,56 @@ def test_a_saved_pgd_is_proved_from_its_file_for_every_k(tmp_path, capsys):
     again = C.Construction.load(path)
     X, y, xq = sample_problems(2, 3, 4, seed=7)
     np.testing.assert_array_equal(again.predict(X, y, xq), c.predict(X, y, xq))
+
+
+def test_the_command_line_builds_them_and_refuses_a_parameter_they_do_not_take(tmp_path, capsys):
+    from iclkit.cli import main
+
+    path = tmp_path / "lasso.safetensors"
+    assert main(["build", "lasso", "--d", "2", "--n", "3", "--l1", "0.5", "--steps", "4", "--out", str(path)]) == 0
+    c = C.Construction.load(path)
+    assert (c.name, c.params["l1"], c.params["steps"]) == ("lasso", 0.5, 4)
+    assert main(["prove", str(path)]) == 0
+    assert "soft_threshold" in capsys.readouterr().out  # the every-k claim
+    assert main(["build", "sgd", "--d", "2", "--steps", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "sgd takes ['lam', 'lr'], not ['steps']" in capsys.readouterr().out
+
+
+def test_the_proof_from_the_weights_reads_the_soft_threshold_units():
+    """lasso's hinge units: the proof passes on the compiled weights and fails, naming the layer,
+    when one unit's sharpness (its input weight) or its output weight is scaled by 1.5."""
+    import torch
+
+    from iclkit.verify.weights import WeightProofError, prove_weights
+
+    c = C.lasso(2, 3, lr=0.05, l1=1.0, steps=2)
+    assert prove_weights(c.model, c.compiled)
+    layer = next(i for i, layer in enumerate(c.compiled.schedule) if any(op.name == "hinge" for op in layer.mlp))
+    stored = c.model.cfg.applied_index()[layer]
+    unit = int(torch.argmax(c.model.layers[stored].W_in.abs().max(0).values))  # the sharpest unit: a hinge's
+    for tensor in ("W_in", "W_out"):
+        W = getattr(c.model.layers[stored], tensor)
+        original = W.detach().clone()
+        with torch.no_grad():
+            if tensor == "W_in":
+                W[:, unit] *= 1.5
+            else:
+                W[unit] *= 1.5
+        with pytest.raises(WeightProofError, match=f"layer {layer}"):
+            prove_weights(c.model, c.compiled)
+        with torch.no_grad():
+            W.copy_(original)
+
+
+def test_degenerate_but_well_defined_cases_are_answered():
+    """P = 0 (pgd stays at w0), zero steps (gd and newton: x_q . w0 and x_q . M_0 b), and for
+    ols an all-zero prompt and one of repeated examples (rank 1 < min(n, d): OLS is well
+    defined, and Newton's null space is OLS's)."""
+    X, y, xq = sample_problems(2, 3, 4, seed=9)
+    held(C.pgd(2, 3, lr=0.05, P=np.zeros((2, 2)), steps=2), X, y, xq, lambda X, y: np.zeros(2))
+    held(C.gd(2, 3, lr=0.05, steps=0, w0=[1.0, -2.0]), X, y, xq, lambda X, y: np.array([1.0, -2.0]))
+    held(C.newton(2, 3, steps=0), X, y, xq, lambda X, y: A.newton(X, y, steps=0))
+    c = C.ols(2, 3)
+    assert abs(c.predict(np.zeros((3, 2)), np.zeros(3), np.ones(2))) <= TARGET  # OLS: 0
+    repeated = np.array([[[1.0, 2.0]] * 3])
+    held(c, repeated, np.ones((1, 3)), np.array([[0.5, -1.0]]), lambda X, y: np.linalg.pinv(X) @ y)

@@ -36,7 +36,7 @@ def default_w_bound(d: int, n: int, steps: int, shrink: float, C: np.ndarray, w0
         worst = max(worst, W)
     kappa = float(np.linalg.cond(C))
     typical = np.sqrt(kappa) * (float(np.linalg.norm(w0)) + 2 * default_x_norm(d)) if np.isfinite(kappa) else np.inf
-    return min(worst, typical)
+    return max(min(worst, typical), 1.0)  # C = 0 and w0 = 0 leave w at 0: a bound must be positive (a larger one is sound)
 
 
 def descent_program(d: int, n: int, *, steps: int, shrink, C, w0, x_norm: float, y_bound: float, w_bound: float | None,
@@ -71,7 +71,7 @@ def check_w_bound(w_bound) -> float:
 
 def gd_steps(d: int, n: int, *, lr: float, lam: float, w0, steps: int, x_norm, y_bound, w_bound, dtype: str,
              mode: str, levels: int | None) -> Construction:
-    """:func:`iclkit.constructions.gd` for ``steps > 1``: the looped descent program with
+    """:func:`iclkit.constructions.gd` for ``steps != 1``: the looped descent program with
     shrink = 1 - 2 lr lam and C = 2 lr I."""
     w0, x_norm, y_bound = step_params("gd", d, n, lr, lam, w0, x_norm, y_bound)
     shrink, C = 1 - 2 * lr * lam, 2 * lr * np.eye(d)

@@ -52,8 +52,8 @@ def gd(d: int, n: int, *, lr: float, lam: float = 0.0, w0=None, steps: int = 1, 
     own column (this module); more steps work on the prefix statistics X^T X and X^T y and
     loop one step's layer (:mod:`iclkit.constructions.descent`), where ``w_bound`` bounds the
     iterates (a prompt whose exact iterates exceed it is refused)."""
-    steps = check_steps(steps)
-    if steps > 1:
+    steps = check_steps(steps, least=0)
+    if steps != 1:  # none (x_q . w0) or several: the looped program
         from iclkit.constructions.descent import gd_steps
 
         return gd_steps(d, n, lr=lr, lam=lam, w0=w0, steps=steps, x_norm=x_norm, y_bound=y_bound, w_bound=w_bound,

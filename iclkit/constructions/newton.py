@@ -77,7 +77,7 @@ def newton(d: int, n: int, *, steps: int = 1, alpha: float | None = None, x_norm
     n in-context examples. Matches :func:`iclkit.algorithms.newton`. A constant ``alpha``
     diverges on a prompt with ``alpha lambda_max(X^T X)^2 >= 2``: such a prompt is refused."""
     check_sizes(d, n)
-    steps, alpha = check_steps(steps), check_alpha(alpha)
+    steps, alpha = check_steps(steps, least=0), check_alpha(alpha)
     x_norm, y_bound = domain_params(d, x_norm, y_bound)
     program = newton_program(d, n, steps=steps, alpha=alpha, x_norm=x_norm, y_bound=y_bound,
                              name=f"newton(d={d}, n={n}, steps={steps})")
@@ -108,7 +108,8 @@ def ols(d: int, n: int, *, steps: int = DEFAULT_OLS_STEPS, x_norm: float | None 
     alpha. Matches :func:`iclkit.algorithms.ols` to the accuracy target, or refuses the prompt:
     the guard computes X^T X's eigenvalues and refuses a prompt whose Newton truncation bound
     ``|x_q| |w_OLS| max (1 - alpha lambda^2)^(2^steps)`` (over the nonzero eigenvalues
-    lambda, its rank min(n', d)) exceeds a tenth of the target ``t (1 + |y_hat|)``."""
+    lambda of X^T X, as lstsq counts them) exceeds a tenth of the target ``t (1 + |y_hat|)``;
+    the run-time certificate must then stay within the other nine tenths."""
     check_sizes(d, n)
     steps = check_steps(steps)
     x_norm, y_bound = domain_params(d, x_norm, y_bound)
@@ -117,21 +118,26 @@ def ols(d: int, n: int, *, steps: int = DEFAULT_OLS_STEPS, x_norm: float | None 
     c = build("ols", program, d=d, n=n, params={"steps": steps}, x_norm=x_norm, y_bound=y_bound, dtype=dtype,
               mode=mode, levels=levels)
     c.closed_form = lambda X, y, xq: xq @ algorithms.ols(X, y)  # the target; Newton's steps are how it gets there
-    c.prompt_check = lambda X, y, xq: check_ols_truncation(X, y, xq, steps, ACCURACY[dtype] / 10)
+    c.prompt_check = lambda X, y, xq: check_ols_truncation(X, y, xq, steps, ACCURACY[dtype] * TRUNCATION_SHARE)
+    c.rounding_share = 1 - TRUNCATION_SHARE  # the run-time certificate gets the rest of the target
     return c
+
+
+TRUNCATION_SHARE = 0.1  # ols: the share of the accuracy target left to Newton's truncation
 
 
 def newton_truncation(X: np.ndarray, y: np.ndarray, xq: np.ndarray, steps: int) -> tuple[float, float]:
     """For one prompt: (the bound ``|x_q| |w_OLS| max_i (1 - alpha lambda_i^2)^(2^steps)`` on
-    |x_q . (w_Newton - w_OLS)|, over the min(n, d) largest eigenvalues of X^T X; the
-    condition ``|S|_F^2 / lambda_r^2`` of the smallest of them). A rank-deficient prompt has
-    infinite values."""
+    |x_q . (w_Newton - w_OLS)|, over the nonzero eigenvalues lambda_i = sigma_i^2 of X^T X,
+    sigma_i the singular values of X that ``lstsq`` counts in its rank; the condition
+    ``|S|_F^2 / lambda_r^2`` of the smallest). Both methods leave X's null space at 0; a
+    singular value just above lstsq's cutoff makes the bound large, and the prompt refused."""
     S = X.T @ X
-    lam = np.linalg.eigvalsh(S)[::-1][: min(X.shape)]
-    if lam[-1] <= 1e-12 * max(lam[0], 1e-300):
-        return float("inf"), float("inf")
+    w, _, rank, sigma = np.linalg.lstsq(X, y, rcond=None)  # lstsq's own rank: the singular values it inverts
+    if rank == 0:  # X = 0: OLS and Newton both predict 0
+        return 0.0, 1.0
+    lam = sigma[:rank] ** 2  # the nonzero eigenvalues of X^T X; the null space is Newton's and OLS's alike
     alpha = 1.0 / (float(np.sum(S * S)) + NEWTON_S0)
-    w = np.linalg.lstsq(X, y, rcond=None)[0]
     contraction = float(np.max((1 - alpha * lam**2) ** (2**steps)))
     return float(np.linalg.norm(xq) * np.linalg.norm(w) * contraction), float(np.sum(S * S) / lam[-1] ** 2)
 

@@ -20,6 +20,7 @@ from iclkit.empirical import metrics
 from iclkit.empirical.learners import Learner, LearnerSpec, spec_id, train
 from iclkit.empirical.predictors import Predictor, algorithm, constructed, knn
 from iclkit.empirical.prompts import Prompts
+from iclkit.verify.numeric import default_preconditioner
 
 # Fig. 2's grid: (sigma/tau)^2 of the tasks and lambda of the ridge references (0 = OLS).
 NOISE_RATIOS = (0.0, 1 / 16, 1 / 4)
@@ -58,6 +59,11 @@ def references(prompts: Prompts) -> dict[str, Predictor]:
     refs |= {f"GD({a})": algorithm("gd", lr=a) for a in (0.01, 0.02)}
     refs |= {f"SGD({a})": algorithm("sgd", lr=a) for a in (0.01, 0.03)}
     refs |= {"kNN(3)": knn(3), "kNN(3), weighted": knn(3, weighted=True)}
+    # beyond the paper: the literature's in-context algorithms (their constructions: iclkit.constructions)
+    refs |= {"GD(0.01, 8 steps)": algorithm("gd", lr=0.01, steps=8),
+             "PGD(0.01, P = diag 0.5..1.5, 8 steps)": algorithm("pgd", lr=0.01, P=default_preconditioner(prompts.d), steps=8),
+             "Newton(3)": algorithm("newton", steps=3), "Newton(6)": algorithm("newton", steps=6),
+             "Lasso(0.01, l1 0.1, 20 steps)": algorithm("lasso", lr=0.01, l1=0.1, steps=20)}
     return refs
 
 

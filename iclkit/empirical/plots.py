@@ -93,3 +93,18 @@ def probe(result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def layerwise(result: dict, path: Path) -> None:
+    """Per layer, the read-out's SPD/d to GD after k steps and to Newton after k iterations."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    for ax, key, title in ((axes[0], "to_gd", "GD steps k"), (axes[1], "to_newton", "Newton iterations k")):
+        for row in result["layers"]:
+            ks = sorted(int(k) for k in row[key])
+            ax.plot(ks, [row[key][k] for k in ks], marker=".", label=f"layer {row['layer']}")
+        ax.set(xlabel=title, yscale="log", xscale="symlog" if key == "to_gd" else "linear")
+    axes[0].set_ylabel("SPD/d of the layer's read-out")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

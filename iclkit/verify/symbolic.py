@@ -380,7 +380,7 @@ for _mode in ("fused", "faithful"):
                                            lambda c: c.params.get("steps", 1) > 1)
     LOOP_PROOFS[("pgd", _mode)] = LoopProof(lambda d, m=_mode: prove_descent_loop(d, m), _DESCENT)
     LOOP_PROOFS[("newton", _mode)] = LoopProof(lambda d, m=_mode: prove_newton_loop(d, m), _NEWTON,
-                                               lambda c: c.params.get("alpha") is None)
+                                               lambda c: c.params.get("alpha") is None and c.params["steps"] >= 1)
     LOOP_PROOFS[("ols", _mode)] = LoopProof(lambda d, m=_mode: prove_newton_loop(d, m), _NEWTON)
     LOOP_PROOFS[("lasso", _mode)] = LoopProof(lambda d, m=_mode: prove_lasso_loop(d, m), _LASSO)
 
