@@ -1,5 +1,6 @@
-"""The ``iclkit`` command: verify (the main job), sizes, build, run, prove; and the empirical
-experiments train, compare, noise-sweep, phase, probe."""
+"""The iclkit command: verify (the main job), sizes, build, run, prove, export; and the empirical
+experiments train, compare, noise-sweep, phase, probe. `iclkit COMMAND -h` lists a command's
+options with their defaults."""
 
 from __future__ import annotations
 
@@ -450,43 +451,69 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+LEARNER_HELP = {"d": "task dimension", "n": "examples per training prompt", "layers": "learner depth",
+                "width": "residual width", "heads": "attention heads", "steps": "training steps", "batch": "prompts per step",
+                "seed": "initialisation and data seed", "lr": "Adam's peak learning rate",
+                "curriculum": "fraction of the steps over which the task dimension grows from 1 to d",
+                "sigma": "label noise standard deviation"}
+
+
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every optional option's help ends with its default (a required one has none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.required else super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A command's parser: every option's help ends with its default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, formatter_class=_Defaults, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The iclkit command's parser: one subcommand per job, every option with help and default."""
     parser = argparse.ArgumentParser(prog="iclkit", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--constructions", nargs="+", default=list(REGISTRY), choices=list(REGISTRY))
-        p.add_argument("--d", nargs="+", type=POSITIVE, default=None)
-        p.add_argument("--n", nargs="+", type=POSITIVE, default=None)
-        p.add_argument("--modes", nargs="+", default=["fused", "faithful"], choices=["fused", "faithful"])
-        p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+        p.add_argument("--constructions", nargs="+", default=list(REGISTRY), choices=list(REGISTRY),
+                       help="which constructions")
+        p.add_argument("--d", nargs="+", type=POSITIVE, default=None,
+                       help="input dimensions (None: each command's own grid)")
+        p.add_argument("--n", nargs="+", type=POSITIVE, default=None, help="context sizes (None: each command's own grid)")
+        p.add_argument("--modes", nargs="+", default=["fused", "faithful"], choices=["fused", "faithful"],
+                       help="fused: fewest layers; faithful: the paper's chain, one op per layer")
+        p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="the model's float type")
 
     def construction_options(p: argparse.ArgumentParser, files: bool = False) -> None:  # one construction
         if files:
             p.add_argument("construction", help=f"a construction iclkit ships ({', '.join(REGISTRY)}) or a saved "
                                                 "model file (iclkit build --out, or Construction.save)")
         else:
-            p.add_argument("construction", choices=list(REGISTRY))
-        p.add_argument("--d", type=POSITIVE, required=not files, default=None)
-        p.add_argument("--n", type=POSITIVE, default=1)
+            p.add_argument("construction", choices=list(REGISTRY), help="the construction")
+        p.add_argument("--d", type=POSITIVE, required=not files, default=None, help="input dimension")
+        p.add_argument("--n", type=POSITIVE, default=1, help="examples per prompt the model is built for")
         p.add_argument("--lr", type=_real(0, strict=True), default=None,
-                       help="step size (sgd, gd, pgd, lasso); default: the paper's 0.01")
-        p.add_argument("--lam", type=_real(0), default=None, help="default: the paper's 0.1")
+                       help="step size (sgd, gd, pgd, lasso); None takes the paper's 0.01")
+        p.add_argument("--lam", type=_real(0), default=None, help="the regulariser lambda (sgd, gd, ridge); None takes the paper's 0.1")
         p.add_argument("--steps", type=POSITIVE, default=None,
-                       help="iterations (gd, pgd, newton, ols, lasso); default: gd 1, pgd and newton 4, ols 12, lasso 5")
-        p.add_argument("--l1", type=_real(0), default=None, help="the Lasso's l1 weight (lasso); default: 1.0")
-        p.add_argument("--mode", nargs=1, default=["fused"], choices=["fused", "faithful"])
-        p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+                       help="iterations (gd, pgd, newton, ols, lasso); None takes gd 1, pgd and newton 4, ols 12, lasso 5")
+        p.add_argument("--l1", type=_real(0), default=None, help="the Lasso's l1 weight (lasso); None takes 1.0")
+        p.add_argument("--mode", nargs=1, default=["fused"], choices=["fused", "faithful"],
+                       help="fused: fewest layers; faithful: the paper's chain")
+        p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="the model's float type")
 
     p = sub.add_parser("verify", help="build every construction and check it against its closed form")
     common(p)
-    p.add_argument("--seed", type=NATURAL, default=0)
-    p.add_argument("--trials", type=POSITIVE, default=32)
+    p.add_argument("--seed", type=NATURAL, default=0, help="seed of the sampled prompts")
+    p.add_argument("--trials", type=POSITIVE, default=32, help="prompts per row")
     p.add_argument("--symbolic", action="store_true", help="run the sympy proofs instead (same as `iclkit prove`)")
     p.add_argument("--property", action="store_true", help="run the hypothesis property suites instead")
     p.add_argument("--examples", type=POSITIVE, default=200, help="hypothesis examples per property")
     p.add_argument("--only", nargs="+", default=None, metavar="PROPERTY", help="with --property: run only these")
-    p.add_argument("--max-d", dest="max_d", type=POSITIVE, default=3)
+    p.add_argument("--max-d", dest="max_d", type=POSITIVE, default=3, help="with --symbolic: the largest d proved")
     p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("sizes", help="layers, heads, widths and parameters beside the paper's counts")
@@ -495,26 +522,26 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("build", help="build one construction and save it (safetensors, with its layout)")
     construction_options(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
     p.set_defaults(fn=cmd_build)
 
     p = sub.add_parser("export", help="export a construction as a stock Hugging Face GPT-2 directory ([export] extra)")
     construction_options(p, files=True)
-    p.add_argument("--to", default="hf-gpt2", choices=["hf-gpt2"])
-    p.add_argument("--out", required=True)
+    p.add_argument("--to", default="hf-gpt2", choices=["hf-gpt2"], help="the export format")
+    p.add_argument("--out", required=True, help="the directory to write")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("run", help="run a saved model on prompts (an .npz with X, y, xq) or random ones")
-    p.add_argument("file")
-    p.add_argument("--prompts", default=None)
-    p.add_argument("--batch", type=POSITIVE, default=8)
-    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument("file", help="a saved construction (iclkit build --out, or Construction.save)")
+    p.add_argument("--prompts", default=None, help="an .npz with arrays X, y, xq (None: random prompts in the domain)")
+    p.add_argument("--batch", type=POSITIVE, default=8, help="random prompts to run")
+    p.add_argument("--seed", type=NATURAL, default=0, help="seed of the random prompts")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("prove", help="symbolic proofs (sympy) of every primitive and both theorems; with FILE, "
                                      "what a saved model's weights show")
     p.add_argument("file", nargs="?", default=None, help="a saved construction (iclkit build --out)")
-    p.add_argument("--max-d", dest="max_d", type=POSITIVE, default=3)
+    p.add_argument("--max-d", dest="max_d", type=POSITIVE, default=3, help="the largest d proved")
     p.set_defaults(fn=cmd_prove)
 
     def learner_options(p: argparse.ArgumentParser, out: str) -> None:
@@ -522,45 +549,52 @@ def main(argv: list[str] | None = None) -> int:
 
         default = LearnerSpec()
         for name in ("d", "n", "layers", "width", "heads", "steps", "batch", "seed"):
-            p.add_argument(f"--{name}", type=NATURAL if name == "seed" else POSITIVE, default=getattr(default, name))
+            p.add_argument(f"--{name}", type=NATURAL if name == "seed" else POSITIVE, default=getattr(default, name),
+                           help=LEARNER_HELP[name])
         for name in ("lr", "curriculum", "sigma"):
-            p.add_argument(f"--{name}", type=_real(0, strict=name == "lr"), default=getattr(default, name))
+            p.add_argument(f"--{name}", type=_real(0, strict=name == "lr"), default=getattr(default, name),
+                           help=LEARNER_HELP[name])
         p.add_argument("--cache", default="runs/learners", help="trained learners, keyed by spec, shared by all commands")
         p.add_argument("--out", default=out, help="folder for the JSON, CSV and PNG")
 
     p = sub.add_parser("train", help="train one in-context learner (checkpoint, loss curve)")
     learner_options(p, "runs/train")
-    p.add_argument("--log-every", dest="log_every", type=POSITIVE, default=100)
+    p.add_argument("--log-every", dest="log_every", type=POSITIVE, default=100, help="steps between loss records")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("compare", help="a learner against every predictor and two constructions: SPD, ILWD (Fig. 1)")
     learner_options(p, "runs/compare")
     p.add_argument("--model", default=None, help="a learner file; default: the spec options' learner from the cache")
-    p.add_argument("--prompts", type=POSITIVE, default=256)
-    p.add_argument("--queries", type=POSITIVE, default=32)
+    p.add_argument("--prompts", type=POSITIVE, default=256, help="test prompts")
+    p.add_argument("--queries", type=POSITIVE, default=32, help="fresh queries per prefix")
     p.add_argument("--x-scale", dest="x_scale", type=_real(0, strict=True), default=1.0, help="test inputs x ~ N(shift, scale^2 I)")
-    p.add_argument("--x-shift", dest="x_shift", type=_real(), default=0.0)
+    p.add_argument("--x-shift", dest="x_shift", type=_real(), default=0.0, help="test inputs' mean shift")
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("noise-sweep", help="best-fitting ridge lambda vs the training noise (Fig. 2)")
     learner_options(p, "runs/noise-sweep")
     p.add_argument("--ratios", nargs="+", type=_real(0), default=[0.0, 1 / 16, 1 / 4], help="(sigma/tau)^2 values")
-    p.add_argument("--lams", nargs="+", type=_real(0), default=[0.0, 1 / 16, 1 / 9, 1 / 4, 4 / 9])
+    p.add_argument("--lams", nargs="+", type=_real(0), default=[0.0, 1 / 16, 1 / 9, 1 / 4, 4 / 9],
+                   help="ridge lambdas to score against (0: OLS)")
     p.set_defaults(fn=cmd_noise_sweep)
 
     p = sub.add_parser("phase", help="depth and width sweep: closest to GD, ridge or OLS (Fig. 3)")
     learner_options(p, "runs/phase")
-    p.add_argument("--depths", nargs="+", type=POSITIVE, default=[1, 2, 6])
-    p.add_argument("--widths", nargs="+", type=POSITIVE, default=[16, 32, 64])
+    p.add_argument("--depths", nargs="+", type=POSITIVE, default=[1, 2, 6], help="learner depths")
+    p.add_argument("--widths", nargs="+", type=POSITIVE, default=[16, 32, 64], help="learner widths")
     p.set_defaults(fn=cmd_phase)
 
     p = sub.add_parser("probe", help="linear and MLP probes for X^T y and w_OLS, per layer (Fig. 4)")
     learner_options(p, "runs/probe")
     p.add_argument("--model", default=None, help="a learner file; default: the spec options' learner from the cache")
     p.add_argument("--prefixes", nargs="+", type=POSITIVE, default=None, help="numbers of examples (default d and n)")
-    p.add_argument("--probe-steps", dest="probe_steps", type=POSITIVE, default=3000)
+    p.add_argument("--probe-steps", dest="probe_steps", type=POSITIVE, default=3000, help="training steps per probe")
     p.set_defaults(fn=cmd_probe)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # bare `iclkit`: what it can do, not a long job
         parser.print_help()

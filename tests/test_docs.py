@@ -48,3 +48,22 @@ def test_the_first_example_prints_what_the_readme_says(capsys):
     code, printed = re.findall(r"```(?:python)?\n(.*?)```", section, re.S)[:2]
     exec(compile(code, "README first example", "exec"), {})
     assert capsys.readouterr().out == printed
+
+
+def test_every_command_option_has_help_and_shows_its_default():
+    import argparse
+
+    from iclkit.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"verify", "sizes", "build", "export", "run", "prove", "train", "compare"} <= set(commands)
+    for name, sub in commands.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+            if action.option_strings and not action.required:
+                assert f"{action.option_strings[0]}" in text and "(default:" in sub._get_formatter()._get_help_string(action), \
+                    (name, action.dest)
