@@ -67,3 +67,23 @@ def test_every_command_option_has_help_and_shows_its_default():
             if action.option_strings and not action.required:
                 assert f"{action.option_strings[0]}" in text and "(default:" in sub._get_formatter()._get_help_string(action), \
                     (name, action.dest)
+
+
+def test_the_readme_api_table_names_what_exists():
+    import importlib
+
+    section = (ROOT / "README.md").read_text().split("## The API at a glance", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| ") and "iclkit." in line]
+    assert len(rows) >= 6
+    for names, where in rows:
+        modules = re.findall(r"`(iclkit[\w.]*)`", where)
+        if not modules:
+            continue
+        home = importlib.import_module(modules[0]) if "Construction" not in modules[0] else \
+            importlib.import_module("iclkit.constructions").Construction
+        for name in re.findall(r"`(\w+)`", names):
+            if name in ("n",):
+                continue
+            found = hasattr(home, name) or any(hasattr(importlib.import_module(m), name) for m in modules
+                                               if "Construction" not in m)
+            assert found, (name, modules)
