@@ -5,6 +5,7 @@ options with their defaults."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 import numpy as np
@@ -159,7 +160,7 @@ def _construction(args: argparse.Namespace):
     given = {k: getattr(args, k) for k in ("lr", "lam", "steps", "l1") if getattr(args, k) is not None}
     defaults = default_params(args.construction, args.d)
     options = {"lr", "lam", "steps", "l1"}  # what the command line can set
-    takes = (set(defaults) | ({"steps"} if args.construction in ("gd", "ols") else set())) & options
+    takes = options & set(inspect.signature(REGISTRY[args.construction]).parameters)
     if set(given) - takes:
         raise ValueError(f"{args.construction} takes {sorted(takes)}, not {sorted(given)}")
     kw = defaults | given

@@ -126,27 +126,27 @@ def ols(d: int, n: int, *, steps: int = DEFAULT_OLS_STEPS, x_norm: float | None 
 TRUNCATION_SHARE = 0.1  # ols: the share of the accuracy target left to Newton's truncation
 
 
-def newton_truncation(X: np.ndarray, y: np.ndarray, xq: np.ndarray, steps: int) -> tuple[float, float]:
+def newton_truncation(X: np.ndarray, y: np.ndarray, xq: np.ndarray, steps: int) -> tuple[float, float, float]:
     """For one prompt: (the bound ``|x_q| |w_OLS| max_i (1 - alpha lambda_i^2)^(2^steps)`` on
     |x_q . (w_Newton - w_OLS)|, over the nonzero eigenvalues lambda_i = sigma_i^2 of X^T X,
     sigma_i the singular values of X that ``lstsq`` counts in its rank; the condition
-    ``|S|_F^2 / lambda_r^2`` of the smallest). Both methods leave X's null space at 0; a
-    singular value just above lstsq's cutoff makes the bound large, and the prompt refused."""
-    S = X.T @ X
+    ``|S|_F^2 / lambda_r^2`` of the smallest; OLS's prediction x_q . w_OLS). Both methods leave
+    X's null space at 0; a singular value just above lstsq's cutoff makes the bound large, and
+    the prompt refused."""
     w, _, rank, sigma = np.linalg.lstsq(X, y, rcond=None)  # lstsq's own rank: the singular values it inverts
     if rank == 0:  # X = 0: OLS and Newton both predict 0
-        return 0.0, 1.0
+        return 0.0, 1.0, 0.0
     lam = sigma[:rank] ** 2  # the nonzero eigenvalues of X^T X; the null space is Newton's and OLS's alike
-    alpha = 1.0 / (float(np.sum(S * S)) + NEWTON_S0)
+    alpha = algorithms.newton_alpha(X)
     contraction = float(np.max((1 - alpha * lam**2) ** (2**steps)))
-    return float(np.linalg.norm(xq) * np.linalg.norm(w) * contraction), float(np.sum(S * S) / lam[-1] ** 2)
+    bound = float(np.linalg.norm(xq) * np.linalg.norm(w) * contraction)
+    return bound, float((1 / alpha - NEWTON_S0) / lam[-1] ** 2), float(xq @ w)
 
 
 def check_ols_truncation(X, y, xq, steps: int, allowed: float) -> None:
     """Refuse a prompt (batched X, y, xq) whose Newton truncation exceeds ``allowed (1 + |y_hat|)``."""
     for b in range(X.shape[0]):
-        bound, cond = newton_truncation(X[b], y[b], xq[b], steps)
-        yhat = xq[b] @ np.linalg.lstsq(X[b], y[b], rcond=None)[0]
+        bound, cond, yhat = newton_truncation(X[b], y[b], xq[b], steps)
         if not bound <= allowed * (1 + abs(yhat)):
             raise BoundError(f"prompt {b}: too ill-conditioned for {steps} Newton steps (|X^T X|_F^2 / lambda_min^2 = "
                              f"{cond:.4g}; truncation bound {bound:.3g} > {allowed:g} (1 + |y_hat|)): OLS would not be "

@@ -275,27 +275,18 @@ def compile_program(
                mechs[id(m)].scale, mechs[id(m)].kappa)
         signatures.setdefault(key, m)
 
-    def worst_relative(P: float) -> float:  # one pad P serves every mul: the worst error relative to scale
-        ln = mul_read(P)
-        return max(float(own_error(m, mechs[id(m)], Context(dtype, T_max, levels, sizes, {placement[id(m)]: ln}),
-                                   placement[id(m)], read_bounds[id(m)], slot_bounds, read_bounds[id(m)][m.dst],
-                                   slot_bounds[m.dst])) / max(slot_bounds[m.dst], 1e-300) for m in signatures.values())
-
     hinges = [op for op in mlp_ops if hasattr(op, "sharpness")]
     for op in hinges:  # a hinge's sharpness from the bound of what it reads
         mechs[id(op)].scale = op.sharpness(dtype, read_bounds[id(op)][op.src])
+    readers = [*signatures.values(), *hinges]  # every MLP op that reads through the pads ±P
 
-    def worst_hinge(P: float) -> float:  # hinges read through the same pads: their worst relative error
-        ctx_P = Context(dtype, T_max, levels, sizes, {placement[id(h)]: mul_read(P) for h in hinges})
-        return max(float(own_error(h, mechs[id(h)], ctx_P, placement[id(h)], read_bounds[id(h)], slot_bounds,
-                                   read_bounds[id(h)][h.dst], slot_bounds[h.dst])) / max(slot_bounds[h.dst], 1e-300)
-                   for h in hinges)
+    def worst_relative(P: float) -> float:  # one pad P serves them all: the worst error relative to scale
+        ln = mul_read(P)
+        return max(float(own_error(m, mechs[id(m)], Context(dtype, T_max, levels, sizes, {placement[id(m)]: ln}),
+                                   placement[id(m)], read_bounds[id(m)], slot_bounds, read_bounds[id(m)][m.dst],
+                                   slot_bounds[m.dst])) / max(slot_bounds[m.dst], 1e-300) for m in readers)
 
-    if muls or hinges:
-        P = float(min(bd.LOG_GRID[::4], key=lambda P: max(worst_relative(P) if muls else 0.0,
-                                                          worst_hinge(P) if hinges else 0.0)))
-    else:
-        P = 1.0
+    P = float(min(bd.LOG_GRID[::4], key=worst_relative)) if readers else 1.0
     for i, layer in enumerate(layers):
         divs = [op for op in layer.mlp if isinstance(op, Div)]
         if layer.mlp and not divs:

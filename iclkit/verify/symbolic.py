@@ -284,24 +284,33 @@ def soft_threshold_identity() -> bool:
             and sp.simplify(h((q - p) / 2, (p + q) / 2)) == 0)
 
 
+def _prove_descent(d: int, n: int, shrink, C, tau=None) -> bool:
+    """The induction shared by the descent programs: for a symbolic S, b and w, the looped step
+    (every step the same ops) maps w to ``v = shrink w - C (S w - b)``, or with ``tau`` to the
+    program's soft threshold of it, ``v + (|v - tau| - |v + tau|) / 2``; the prologue gives
+    S = X^T X, b = X^T y and w = w0 at the query of a symbolic prompt of n examples; the end,
+    ``x_q . w``."""
+    w0 = _vector("v", d)
+    program = descent_program(d, n, steps=3, shrink=shrink, C=C, w0=w0, x_norm=1.0, y_bound=1.0, w_bound=None,
+                              name="descent (proof)", tau=tau)
+    S, B, W, xn = _matrix("S", d), _vector("B", d), _vector("W", d), _vector("x", d)
+    out = _run_on_columns(program, program.steps_of("step 2"), {"S": {3: S}, "b": {3: B}, "w": {3: W}})
+    v = shrink * W - C @ (S @ W - B)
+    want = v if tau is None else v + (np.abs(v - tau) - np.abs(v + tau)) / 2
+    ok = _repeats(program, "step", 3) and _equal(out["w"][0, 3], want)
+    held, first = _statistics_hold(program, n)
+    ok &= held and _equal(first["w"][0, 2 * n + 1], w0)
+    end = _run_on_columns(program, program.steps_of("prediction"), {"w": {3: W}, "x": {3: xn}})
+    return ok and _equal(end["yhat"][0, 3], W @ xn)
+
+
 def prove_lasso_loop(d: int, mode: str = "fused", n: int = 2) -> bool:
     """ISTA for the Lasso, for every k, by induction over the looped step: for symbolic S, b,
     w, step size c and threshold tau, one step maps w to ``h(w - c (S w - b))`` entrywise, with
     h the soft threshold (:func:`soft_threshold_identity`). Base: the prologue's S, b and
     w = w0 at the query column for n examples; end: ``x_q . w``."""
-    w0, c, tau = _vector("v", d), sp.Symbol("c", positive=True), sp.Symbol("tau", positive=True)
-    Cm = c * np.eye(d, dtype=object)
-    program = descent_program(d, n, steps=3, shrink=1, C=Cm, w0=w0, x_norm=1.0, y_bound=1.0, w_bound=None,
-                              name="lasso (proof)", tau=tau)
-    S, B, W, xn = _matrix("S", d), _vector("B", d), _vector("W", d), _vector("x", d)
-    out = _run_on_columns(program, program.steps_of("step 2"), {"S": {3: S}, "b": {3: B}, "w": {3: W}})
-    v = W - Cm @ (S @ W - B)
-    soft = v + (np.abs(v - tau) - np.abs(v + tau)) / 2
-    ok = _repeats(program, "step", 3) and soft_threshold_identity() and _equal(out["w"][0, 3], soft)
-    held, first = _statistics_hold(program, n)
-    ok &= held and _equal(first["w"][0, 2 * n + 1], w0)
-    end = _run_on_columns(program, program.steps_of("prediction"), {"w": {3: W}, "x": {3: xn}})
-    return ok and _equal(end["yhat"][0, 3], W @ xn)
+    c, tau = sp.Symbol("c", positive=True), sp.Symbol("tau", positive=True)
+    return soft_threshold_identity() and _prove_descent(d, n, 1, c * np.eye(d, dtype=object), tau)
 
 
 def prove_descent_loop(d: int, mode: str = "fused", n: int = 2) -> bool:
@@ -310,17 +319,7 @@ def prove_descent_loop(d: int, mode: str = "fused", n: int = 2) -> bool:
     C, one step maps w to ``shrink w - C (S w - b)`` (every step is the same two ops). Base: the
     prologue gives S = X^T X, b = X^T y and w = w0 at the query column of a symbolic prompt of
     n examples. End: the prediction is ``x_q . w``. The program is the same in both modes."""
-    w0, Cm, shrink = _vector("v", d), _matrix("C", d), sp.Symbol("s", real=True)
-    program = descent_program(d, n, steps=3, shrink=shrink, C=Cm, w0=w0, x_norm=1.0, y_bound=1.0, w_bound=None,
-                              name="descent (proof)")
-    S, B, W, xn = _matrix("S", d), _vector("B", d), _vector("W", d), _vector("x", d)
-    same = _repeats(program, "step", 3)
-    out = _run_on_columns(program, program.steps_of("step 2"), {"S": {3: S}, "b": {3: B}, "w": {3: W}})
-    ok = same and _equal(out["w"][0, 3], shrink * W - Cm @ (S @ W - B))
-    held, first = _statistics_hold(program, n)
-    ok &= held and _equal(first["w"][0, 2 * n + 1], w0)
-    end = _run_on_columns(program, program.steps_of("prediction"), {"w": {3: W}, "x": {3: xn}})
-    return ok and _equal(end["yhat"][0, 3], W @ xn)
+    return _prove_descent(d, n, sp.Symbol("s", real=True), _matrix("C", d))
 
 
 def prove_newton_loop(d: int, mode: str = "fused", n: int = 2) -> bool:
