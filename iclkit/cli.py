@@ -1,5 +1,5 @@
-"""The iclkit command: verify (the main job), sizes, build, run, prove, export; and the empirical
-experiments train, compare, noise-sweep, phase, probe. `iclkit COMMAND -h` lists a command's
+"""The iclkit command: verify (the main job), sizes, build, run, prove, export, draw, bench; and the
+empirical experiments train, compare, noise-sweep, phase, probe. `iclkit COMMAND -h` lists a command's
 options with their defaults."""
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ import inspect
 import sys
 
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from iclkit.constructions import REGISTRY
 
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 100)  # the tables fit 100 columns
 DEFAULT_CASES = [(2, 1), (8, 1), (8, 8)]  # the paper's constructions: one block, and stacked
 LITERATURE_CASES = [(2, 8), (4, 20)]  # beyond the paper (the d = 8, n = 40 grid: benchmarks/literature.py)
 PAPER = ("sgd", "gd", "ridge")
@@ -58,6 +59,22 @@ def _fmt(x: float) -> str:
     return f"{x:.2e}" if np.isfinite(x) else "inf"
 
 
+def _count(k: int) -> str:
+    """A parameter count in at most six characters: 20,302 -> 20.3k, 8,870,597 -> 8.87M."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if k >= size:
+            return f"{k / size:.3g}{unit}"
+    return str(k)
+
+
+def _table(title: str, *columns: str) -> Table:
+    """A results table that fits 100 columns: right-justified cells, rules only under the header."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0, 0, 1))
+    for col in columns:
+        table.add_column(col, justify="right")
+    return table
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.symbolic:
         return cmd_prove(args)
@@ -73,10 +90,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return DEFAULT_CASES if name in PAPER else LITERATURE_CASES
 
     jobs = [(name, mode, d, n) for name in args.constructions for d, n in cases(name) for mode in args.modes]
-    table = Table(title=f"iclkit verify ({args.dtype}, seed {args.seed}, {args.trials} prompts each)")
-    for col in ("construction", "mode", "d", "n", "layers (applied)", "width", "parameters (stored)", "max error", "per-prompt cert.",
-                "domain-wide bound", "rel. error", "target", "pass"):
-        table.add_column(col, justify="right")
+    table = _table(f"iclkit verify ({args.dtype}, seed {args.seed}, {args.trials} prompts each)",
+                   "name", "mode", "d", "n", "layers", "params", "max error", "cert.", "bound", "rel. error", "target",
+                   "status")
     failed, checked, refusals = 0, 0, []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("verifying", total=len(jobs))
@@ -85,16 +101,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
             try:
                 row = check(name, d, n, dtype=args.dtype, mode=mode, seed=args.seed, trials=args.trials)
             except ValueError as e:  # refused at build (e.g. float32 cannot size it): a reason, not a number
-                table.add_row(name, mode, str(d), str(n), *["-"] * 8, f"[yellow]refused[/]: {e}")
+                table.add_row(name, mode, str(d), str(n), *["-"] * 7, f"[yellow]refused[/]: {e}")
                 progress.advance(task)
                 continue
             checked += 1
             failed += row.status == "FAIL"
             if row.refused:
                 refusals.append(f"{name} {mode} d={d} n={n}: {row.refused}")
-            table.add_row(name, mode, str(d), str(n), str(row.layers), str(row.width), f"{row.parameters:,}",
-                          _fmt(row.max_error), _fmt(row.certificate), _fmt(row.bound) + (" (run-time)" if row.runtime_guard else ""),
-                          _fmt(row.max_relative), _fmt(row.target),
+            table.add_row(name, mode, str(d), str(n), str(row.layers), _count(row.parameters),
+                          _fmt(row.max_error), _fmt(row.certificate), _fmt(row.bound) + ("*" if row.runtime_guard else ""),
+                          _fmt(row.max_relative), f"{row.target:.0e}",
                           {"pass": "[green]pass[/]", "no bound": "[yellow]no bound[/]", "FAIL": "[red]FAIL[/]"}[row.status]
                           + (f" ({row.outside} outside)" if row.outside else ""))
             progress.advance(task)
@@ -104,10 +120,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 1
     for refusal in refusals:
         console.print(f"[red]refused in-domain prompts[/] {refusal}")
-    console.print("pass = every prompt's error <= its own finite per-prompt certificate and <= the finite "
+    console.print("layers: applied; params: stored; cert.: the largest per-prompt certificate; bound: the "
+                  "domain-wide bound; rel. error: max |y_hat - y_hat*| / (1 + |y_hat*|) against the closed form. "
+                  "pass = every prompt's error <= its own finite per-prompt certificate and <= the finite "
                   "domain-wide bound, and relative error <= the accuracy target; no bound = the same, but the domain-wide "
                   "bound derived for this construction and size is infinite or vacuous (at least the domain's bound on "
-                  "|y_hat|): not a pass, not a failure; (run-time) = the a-priori bound cannot promise the accuracy "
+                  "|y_hat|): not a pass, not a failure; * = the a-priori bound cannot promise the accuracy "
                   "target, so predict certifies each prediction as it runs and refuses one whose certificate exceeds "
                   "the target (1e-8 (1 + |y_hat|) in float64, 1e-3 in float32); the bound shown is that target at the "
                   "domain's largest |y_hat|; (k outside) = k sampled prompts the construction refuses by name as outside "
@@ -118,10 +136,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_sizes(args: argparse.Namespace) -> int:
     from iclkit.verify.numeric import default_params
 
-    table = Table(title="construction sizes (n = 1 is the paper's single block)")
-    for col in ("construction", "mode", "d", "n", "layers (applied)", "stored layers", "heads", "residual width",
-                "program rows", "mlp width", "parameters (stored)", "paper layers", "paper rows"):
-        table.add_column(col, justify="right")
+    table = _table("construction sizes (n = 1 is the paper's single block)", "name", "mode", "d", "n", "layers",
+                   "stored", "heads", "width", "rows", "mlp", "params", "paper layers", "paper rows")
     for name in args.constructions:
         for d in args.d or [1, 2, 4, 8]:
             for n in args.n or [1]:
@@ -131,9 +147,11 @@ def cmd_sizes(args: argparse.Namespace) -> int:
                     paper = c.paper
                     table.add_row(name, mode, str(d), str(n), str(s["layers"]), str(s["stored layers"]),
                                   str(s["heads"]), str(s["residual width"]),
-                                  str(s["program rows"]), str(s["mlp width"]), f"{s['parameters']:,}",
+                                  str(s["program rows"]), str(s["mlp width"]), _count(s["parameters"]),
                                   str(paper.get("layers") or "-"), str(paper.get("rows") or "-"))
     console.print(table)
+    console.print("layers: applied; stored: distinct layers held (a looped block once); width: the residual's; "
+                  "rows: the program's slots; mlp: hidden units; params: stored")
     return 0
 
 
@@ -473,6 +491,36 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, formatter_class=_Defaults, **kwargs)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Build the benchmark's cases, or run and score every baseline on them."""
+    from iclkit.bench import suite
+
+    if args.bench == "build":
+        specs = None
+        if args.quick:
+            from iclkit.bench.cases import CaseSpec
+
+            specs = [CaseSpec("sgd", 2, 2), CaseSpec("gd", 2, 3, params={"steps": 2})]
+        with console.status("building cases") as status:
+            written = suite.build(args.out, specs, export=not args.no_export,
+                                  progress=lambda name: status.update(f"building {name}"))
+        console.print(f"wrote {len(written)} cases to {args.out} (iclkit bench run {args.out} scores the baselines)")
+        return 0
+    with console.status("running baselines") as status:
+        rows = suite.run_all(args.dir, progress=lambda name: status.update(f"running the baselines on {name}"))
+    table = _table(f"iclkit bench run {args.dir}", "case", "method", "level", "AUC", "TPR at FPR 0.1", "seconds")
+    for r in rows:
+        table.add_row(r["case"], r["method"], r["level"], f"{r['auc']:.3f}", f"{r['tpr_at_fpr_0.1']:.3f}",
+                      f"{r['seconds']:.1f}")
+    console.print(table)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text("\n".join(suite.table(rows)) + "\n")
+        console.print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The iclkit command's parser: one subcommand per job, every option with help and default."""
     parser = argparse.ArgumentParser(prog="iclkit", description=__doc__)
@@ -544,6 +592,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default=None, help="a saved construction (iclkit build --out)")
     p.add_argument("--max-d", dest="max_d", type=POSITIVE, default=3, help="the largest d proved")
     p.set_defaults(fn=cmd_prove)
+
+    p = sub.add_parser("bench", help="a benchmark for interpretability methods: cases with known circuits, baselines")
+    bench = p.add_subparsers(dest="bench", required=True, parser_class=_Parser, help="build the cases, or run the baselines")
+    q = bench.add_parser("build", help="write every case: model, GPT-2 export, circuit, variables, prompts, card")
+    q.add_argument("--out", required=True, help="the directory to write the cases into")
+    q.add_argument("--quick", action="store_true", help="two small cases only (sgd and gd, d = 2)")
+    q.add_argument("--no-export", dest="no_export", action="store_true",
+                   help="skip the GPT-2 export (no [export] extra needed)")
+    q = bench.add_parser("run", help="run and score every baseline on every case of a built benchmark")
+    q.add_argument("dir", help="a directory written by iclkit bench build")
+    q.add_argument("--out", default=None, help="also write the results as a markdown table to this file")
+    p.set_defaults(fn=cmd_bench)
 
     def learner_options(p: argparse.ArgumentParser, out: str) -> None:
         from iclkit.empirical.learners import LearnerSpec

@@ -227,7 +227,13 @@ def test_verify_main_job_passes(capsys):
 
     assert main(["verify", "--constructions", "sgd", "ridge", "--d", "2", "--n", "1", "2", "--trials", "4"]) == 0
     out = capsys.readouterr().out
-    assert out.count("pass │") == 8 and out.count("no bound") == 1  # every row, stacked ridge included (+ legend)
+    rows = [line for line in out.splitlines() if line.startswith(("   sgd ", " ridge "))]
+    assert len(rows) == 8 and all(row.endswith(" pass") for row in rows)  # every row, stacked ridge included
+    assert out.count("no bound") == 1  # (the legend)
+    assert max(map(len, out.splitlines())) <= 100 and "…" not in out  # the table fits 100 columns, nothing cut
+    assert main(["sizes", "--d", "8", "--n", "40", "--modes", "faithful"]) == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 100 and "…" not in out and "4.61M" not in out and "255k" in out
     assert main(["verify", "--constructions", "gd", "--d", "2", "--trials", "2", "--modes", "fused"]) == 0  # --n defaults
 
 
@@ -240,7 +246,7 @@ def test_cli_build_defaults_and_refuses_a_wrong_parameter(tmp_path, capsys):
     params = Transformer.load(path)[1]["params"]
     assert (params["lr"], params["lam"]) == (0.01, 0.1)
     assert main(["build", "ridge", "--d", "2", "--lr", "0.1", "--out", str(path)]) == 2
-    assert "ridge takes ['lam'], not ['lr']" in capsys.readouterr().out
+    assert "ridge takes ['lam'], not ['lr']" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_construction_float32_cannot_size_is_refused_not_built():

@@ -58,11 +58,14 @@ def test_every_command_option_has_help_and_shows_its_default():
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert {"verify", "sizes", "build", "export", "run", "prove", "train", "compare"} <= set(commands)
-    for name, sub in commands.items():
+    parsers = list(commands.items())
+    for name, sub in parsers:
         text = sub.format_help()
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
+            if isinstance(action, argparse._SubParsersAction):  # a command's own commands (iclkit bench build)
+                parsers += [(f"{name} {k}", p) for k, p in action.choices.items()]
             assert action.help, (name, action.dest)
             if action.option_strings and not action.required:
                 assert f"{action.option_strings[0]}" in text and "(default:" in sub._get_formatter()._get_help_string(action), \

@@ -151,6 +151,15 @@ class DecoderLayer(nn.Module):
 
     def attention(self, h: torch.Tensor) -> torch.Tensor:
         """Causal multi-head softmax attention output (not yet added to ``h``)."""
+        return torch.einsum("bhtv,hvd->btd", self._mixed_values(h), self.W_O)
+
+    def head_outputs(self, h: torch.Tensor) -> torch.Tensor:
+        """Each head's output apart, shape (B, heads, T, width): they sum to :meth:`attention`
+        (up to the order of that sum's rounding). Circuit analysis patches them one by one."""
+        return torch.einsum("bhtv,hvd->bhtd", self._mixed_values(h), self.W_O)
+
+    def _mixed_values(self, h: torch.Tensor) -> torch.Tensor:
+        """Each head's attention-weighted values, shape (B, heads, T, value_dim)."""
         if self.attn_ln is not None:
             h = self.attn_ln(h)
         q = torch.einsum("btd,hdk->bhtk", h, self.W_Q)
@@ -160,7 +169,7 @@ class DecoderLayer(nn.Module):
         T = h.shape[1]
         future = torch.triu(torch.ones(T, T, dtype=torch.bool, device=h.device), diagonal=1)
         weights = torch.softmax(logits.masked_fill(future, float("-inf")), dim=-1)
-        return torch.einsum("bhtv,hvd->btd", weights @ v, self.W_O)
+        return weights @ v
 
     def mlp(self, h: torch.Tensor) -> torch.Tensor:
         """MLP output (not yet added to ``h``)."""

@@ -1,0 +1,1 @@
+"""A benchmark for interpretability methods: constructions whose circuits are known."""

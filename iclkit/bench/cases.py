@@ -1,0 +1,192 @@
+"""Benchmark cases: a construction, its prompts, and the ground truth its program implies.
+
+A case directory holds ``model.safetensors`` (the iclkit model, ``Construction.load``),
+``gpt2/`` (the stock GPT-2 export with ``labels.json`` and ``embed.safetensors``; optional,
+with the ``[export]`` extra), ``circuit.json`` (nodes, every scored edge, the truth),
+``variables.json`` (the causal variables: slot, residual rows, the layers holding them),
+``prompts.npz`` (clean and corrupted held-out prompts) and ``README.md`` (the case card).
+docs/benchmark.md states the format."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from iclkit.constructions import REGISTRY, Construction
+from iclkit.primitives.circuit import Circuit, circuit_of
+from iclkit.verify.numeric import closed_form, default_params, domain_problems
+
+FORMAT = "iclkit-bench/1"
+PROMPTS = 16  # held-out clean prompts, and as many corrupted ones (resample ablation)
+SAMPLE_SEED, CLEAN_SEED, CORRUPT_SEED = 3, 1, 2
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One benchmark case: a shipped construction, its size, mode and parameters."""
+
+    name: str
+    d: int
+    n: int
+    mode: str = "fused"
+    params: dict = field(default_factory=dict)
+
+    @property
+    def case_id(self) -> str:
+        steps = f"-k{self.params['steps']}" if "steps" in self.params else ""
+        return f"{self.name}{steps}-d{self.d}-n{self.n}-{self.mode}"
+
+    def build(self) -> Construction:
+        params = default_params(self.name, self.d) | self.params
+        return REGISTRY[self.name](self.d, self.n, mode=self.mode, **params)
+
+
+def default_specs() -> list[CaseSpec]:
+    """The default grid: the paper's three constructions and the literature's, gd at 1 and 3
+    steps, both modes, at (d, n) = (2, 2) and (2, 3): small enough that every baseline scores
+    every edge of every case in minutes on two cores."""
+    algorithms = [("sgd", {}), ("gd", {"steps": 1}), ("gd", {"steps": 3}), ("ridge", {}), ("pgd", {"steps": 2}),
+                  ("newton", {"steps": 2}), ("lasso", {"steps": 2})]
+    return [CaseSpec(name, d, n, mode, params) for name, params in algorithms for d, n in ((2, 2), (2, 3))
+            for mode in ("fused", "faithful")]
+
+
+@dataclass
+class Case:
+    """A built case in memory: the construction, its circuit and its prompts."""
+
+    spec_id: str
+    construction: Construction
+    circuit: Circuit
+    clean: tuple[np.ndarray, np.ndarray, np.ndarray]
+    corrupt: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def exact(self) -> np.ndarray:
+        """The closed form's prediction on the clean prompts."""
+        return closed_form(self.construction, *self.clean)
+
+    @property
+    def bound(self) -> float:
+        """The certified bound an ablation outside the circuit must stay within."""
+        return float(self.construction.error_bound)
+
+
+def in_domain(c: Construction, count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``count`` prompts inside the construction's domain that ``predict`` answers (a
+    construction with its own prompt check, such as ols, refuses some sampled prompts)."""
+    X, y, xq = domain_problems(c, 4 * count, seed)
+    _, reasons = c.predict_each(X, y, xq)
+    keep = [b for b, r in enumerate(reasons) if r is None][:count]
+    if len(keep) < count:
+        raise ValueError(f"{c.name}: only {len(keep)} of {4 * count} sampled prompts are in its domain")
+    return X[keep], y[keep], xq[keep]
+
+
+def make_case(spec: CaseSpec) -> Case:
+    c = spec.build()
+    sample = domain_problems(c, 8, SAMPLE_SEED)
+    circuit = circuit_of(c.compiled, c.inputs(*sample))
+    return Case(spec.case_id, c, circuit, in_domain(c, PROMPTS, CLEAN_SEED), in_domain(c, PROMPTS, CORRUPT_SEED))
+
+
+def variables(case: Case) -> list[dict]:
+    """The causal variables: every write of a content slot, named ``slot@k`` (its k-th write,
+    from 1), with its residual rows, the op that writes it, and the applied layers after which
+    the residual holds it (from the write up to the next write of the slot)."""
+    comp = case.construction.compiled
+    rows = comp.layout.rows
+    writes: dict[str, list] = {}
+    for i, layer in enumerate(comp.schedule):
+        for op in (*layer.attn, *layer.mlp):
+            writes.setdefault(op.dst, []).append((i, op))
+    out = []
+    for slot, history in writes.items():
+        for k, (i, op) in enumerate(history):
+            until = history[k + 1][0] if k + 1 < len(history) else comp.num_layers
+            out.append({"name": f"{slot}@{k + 1}", "slot": slot, "write": k + 1, "rows": [rows(slot).start, rows(slot).stop],
+                        "op": op.describe(), "layers": list(range(i, until))})
+    return out
+
+
+def gpt2_nodes(case: Case) -> dict[str, dict]:
+    """Where each node sits in the GPT-2 export: its block (an applied layer's block; a
+    division adds two sweep blocks after its own, which take over the next layer's removal
+    of its pads) and head."""
+    from iclkit.export import blocks
+
+    block_of = {b.role[1]: g for g, b in enumerate(blocks(case.construction, weights=False)) if b.role[0] == "layer"}
+    out = {}
+    for n in case.circuit.nodes:
+        if n.kind == "head":
+            out[n.name] = {"block": block_of[n.layer], "module": f"transformer.h.{block_of[n.layer]}.attn", "head": n.head}
+        elif n.kind == "mlp":
+            out[n.name] = {"block": block_of[n.layer], "module": f"transformer.h.{block_of[n.layer]}.mlp"}
+        else:
+            out[n.name] = {"module": "inputs_embeds (tokens @ W_E) + wpe" if n.kind == "embed" else "lm_head, logit 0"}
+    return out
+
+
+def write_case(case: Case, out: Path, export: bool = True) -> Path:
+    """Write a case directory (module docstring); ``export=False`` skips the GPT-2 export."""
+    out.mkdir(parents=True, exist_ok=True)
+    c = case.construction
+    c.save(out / "model.safetensors")
+    np.savez(out / "prompts.npz", X=case.clean[0], y=case.clean[1], xq=case.clean[2],
+             X_corrupt=case.corrupt[0], y_corrupt=case.corrupt[1], xq_corrupt=case.corrupt[2])
+    circuit = case.circuit.to_dict() | {"format": FORMAT, "case": case.spec_id, "gpt2": gpt2_nodes(case)}
+    (out / "circuit.json").write_text(json.dumps(circuit, indent=1))
+    (out / "variables.json").write_text(json.dumps({"format": FORMAT, "variables": variables(case)}, indent=1))
+    if export:
+        from iclkit.export import to_hf_gpt2
+
+        to_hf_gpt2(c, out / "gpt2")
+    (out / "README.md").write_text(card(case, export))
+    return out
+
+
+def card(case: Case, export: bool) -> str:
+    """The case card: what the case is, its certified error, and how to load it."""
+    c = case.construction
+    params = ", ".join(f"{k} = {np.asarray(v).tolist()}" for k, v in c.params.items())
+    truth = case.circuit.truth
+    lines = [f"# {case.spec_id}", "",
+             f"{c.name} (d = {c.d}, n = {c.n}, {c.mode}; {params}): {c.num_layers} applied layers, "
+             f"{c.model.num_parameters():,} stored parameters. Certified error bound on y_hat: {c.error_bound:.3g}"
+             f"{' (run-time guard)' if c.guarded else ''}.", "",
+             f"Ground truth: {len(case.circuit.truth_nodes)} of {len(case.circuit.nodes)} nodes and {len(truth)} of "
+             f"{len(case.circuit.all_edges())} edges, derived from the program (circuit.json; docs/benchmark.md).", "",
+             "```python", "from iclkit.bench import load_case", "",
+             f'case = load_case("{case.spec_id}")  # this directory', "yhat = case.construction.predict(*case.clean)",
+             "truth = case.circuit.truth  # {(sender, receiver)}", "```"]
+    if export:
+        lines += ["", "The stock GPT-2 export, in `gpt2/` (TransformerLens: `TransformerBridge.boot_transformers` "
+                  "on that directory, without weight processing):", "", "```python",
+                  "import torch; from safetensors.torch import load_file; from transformers import GPT2LMHeadModel",
+                  'model = GPT2LMHeadModel.from_pretrained("gpt2", torch_dtype=torch.float64)',
+                  'W_E = load_file("gpt2/embed.safetensors")["W_E"]',
+                  "yhat = model(inputs_embeds=tokens @ W_E).logits[:, -1, 0]  # tokens: (B, 2n+2, d+1)", "```"]
+    return "\n".join(lines) + "\n"
+
+
+def load_case(path: str | Path) -> Case:
+    """A case directory read back: the model (checked against its header), the circuit
+    derived again from its program and compared with ``circuit.json``, and its prompts."""
+    path = Path(path)
+    try:
+        stored = json.loads((path / "circuit.json").read_text())
+        data = np.load(path / "prompts.npz")
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not an iclkit benchmark case (circuit.json, prompts.npz): {e}") from None
+    if stored.get("format") != FORMAT:
+        raise ValueError(f"{path}/circuit.json: format {stored.get('format')!r}, expected {FORMAT!r}")
+    c = Construction.load(path / "model.safetensors")
+    circuit = circuit_of(c.compiled, c.inputs(*domain_problems(c, 8, SAMPLE_SEED)))
+    if circuit.to_dict()["edges"] != stored["edges"]:
+        raise ValueError(f"{path}/circuit.json differs from the circuit its model's program implies (edited?)")
+    clean = (data["X"], data["y"], data["xq"])
+    corrupt = (data["X_corrupt"], data["y_corrupt"], data["xq_corrupt"])
+    return Case(stored["case"], c, circuit, clean, corrupt)

@@ -1,0 +1,44 @@
+"""How many CPU threads torch uses: one, unless the user says otherwise.
+
+The models here are small (matrices of tens to a few thousand rows), so a second torch thread
+buys little on an idle machine and costs much on a busy one, where torch's threads wait on
+each other for cores other jobs hold. `python benchmarks/threads.py` measures both.
+
+Override, in order of precedence:
+- `ICLKIT_NUM_THREADS=k` in the environment: iclkit sets torch to k threads;
+- `OMP_NUM_THREADS` or `MKL_NUM_THREADS` in the environment: iclkit leaves torch as they set it;
+- `torch.set_num_threads(k)` after `import iclkit`: the last call wins.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+ENV_VARIABLE = "ICLKIT_NUM_THREADS"
+DEFAULT_THREADS = 1
+_TORCH_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def requested_threads(environ: os._Environ[str] | dict[str, str] = os.environ) -> int | None:
+    """The thread count iclkit should set, or None to leave torch's own choice in place."""
+    value = environ.get(ENV_VARIABLE)
+    if value is not None:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(f"{ENV_VARIABLE}={value!r} is not a whole number of threads") from None
+        if threads < 1:
+            raise ValueError(f"{ENV_VARIABLE}={value!r}: need at least one thread")
+        return threads
+    if any(name in environ for name in _TORCH_ENV):
+        return None
+    return DEFAULT_THREADS
+
+
+def apply_thread_policy() -> None:
+    """Set torch's intra-op thread count as `requested_threads` says."""
+    threads = requested_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
