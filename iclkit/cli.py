@@ -491,20 +491,40 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, formatter_class=_Defaults, **kwargs)
 
 
+def cmd_draw(args: argparse.Namespace) -> int:
+    """A PNG of the construction's layers, heads, MLPs and circuit."""
+    from iclkit.draw import draw
+
+    c = _construction(args)
+    draw(c, args.out, max_layers=args.max_layers)
+    console.print(f"wrote {args.out}: {c.name} d={c.d} n={c.n} {c.mode}, {c.num_layers} layers")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Build the benchmark's cases, or run and score every baseline on them."""
     from iclkit.bench import suite
 
     if args.bench == "build":
-        specs = None
-        if args.quick:
-            from iclkit.bench.cases import CaseSpec
+        from iclkit.bench.cases import CaseSpec
+        from iclkit.constructions import Construction
 
-            specs = [CaseSpec("sgd", 2, 2), CaseSpec("gd", 2, 3, params={"steps": 2})]
+        sources = [Construction.load(f) for f in args.files] or None  # a user's constructions, from their files
+        if args.quick:
+            sources = (sources or []) + [CaseSpec("sgd", 2, 2), CaseSpec("gd", 2, 3, params={"steps": 2})]
         with console.status("building cases") as status:
-            written = suite.build(args.out, specs, export=not args.no_export,
-                                  progress=lambda name: status.update(f"building {name}"))
-        console.print(f"wrote {len(written)} cases to {args.out} (iclkit bench run {args.out} scores the baselines)")
+            checks = suite.build(args.out, sources, export=not args.no_export,
+                                 progress=lambda name: status.update(f"building and checking {name}"))
+        table = _table("each case's circuit, checked by resample ablation", "case", "layers", "nodes", "edges",
+                       "bound", "least break", "most outside")
+        for c in checks:
+            table.add_row(c["case"], str(c["layers"]), f"{c['truth_nodes']}/{c['nodes']}",
+                          f"{c['truth_edges']}/{c['truth_edges'] + c['other_edges']}", f"{c['bound']:.1e}",
+                          f"{c['smallest_break']:.1e}", f"{c['outside_max']:.1e}")
+        console.print(table)
+        console.print(f"wrote {len(checks)} cases to {args.out} (iclkit bench run {args.out} scores the baselines). "
+                      "nodes, edges: in the circuit / all; least break: the smallest change of y_hat when one circuit "
+                      "edge is resampled; most outside: the largest when every other edge is, at once")
         return 0
     with console.status("running baselines") as status:
         rows = suite.run_all(args.dir, progress=lambda name: status.update(f"running the baselines on {name}"))
@@ -593,11 +613,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-d", dest="max_d", type=POSITIVE, default=3, help="the largest d proved")
     p.set_defaults(fn=cmd_prove)
 
+    p = sub.add_parser("draw", help="a picture (PNG) of which heads and MLPs each layer uses, and the circuit")
+    construction_options(p, files=True)
+    p.add_argument("--out", required=True, help="the PNG file to write")
+    p.add_argument("--max-layers", dest="max_layers", type=POSITIVE, default=40, help="layers drawn at most")
+    p.set_defaults(fn=cmd_draw)
+
     p = sub.add_parser("bench", help="a benchmark for interpretability methods: cases with known circuits, baselines")
     bench = p.add_subparsers(dest="bench", required=True, parser_class=_Parser, help="build the cases, or run the baselines")
     q = bench.add_parser("build", help="write every case: model, GPT-2 export, circuit, variables, prompts, card")
     q.add_argument("--out", required=True, help="the directory to write the cases into")
     q.add_argument("--quick", action="store_true", help="two small cases only (sgd and gd, d = 2)")
+    q.add_argument("--files", nargs="+", default=[], metavar="FILE",
+                   help="saved constructions (Construction.save, iclkit build) to make cases of, instead of the grid")
     q.add_argument("--no-export", dest="no_export", action="store_true",
                    help="skip the GPT-2 export (no [export] extra needed)")
     q = bench.add_parser("run", help="run and score every baseline on every case of a built benchmark")

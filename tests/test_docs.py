@@ -90,3 +90,11 @@ def test_the_readme_api_table_names_what_exists():
             found = hasattr(home, name) or any(hasattr(importlib.import_module(m), name) for m in modules
                                                if "Construction" not in m)
             assert found, (name, modules)
+
+
+def test_no_test_depends_on_wall_clock_time():
+    """On a busy machine a timed test fails for the machine's sake: no subprocess timeout, no
+    elapsed-time assertion (speed targets live in benchmarks/)."""
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        text = path.read_text()
+        assert "timeout" + "=" not in text and "perf_" + "counter" not in text, path.name

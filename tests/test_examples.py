@@ -15,7 +15,7 @@ NEEDS = {"06_interpretability.py": "transformer_lens"}  # examples of an optiona
 def test_example_runs_and_agrees(path):
     if path.name in NEEDS:
         pytest.importorskip(NEEDS[path.name])
-    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     for got, exact in re.findall(r"(?:transformer|TransformerLens)\s+(-?[\d.]+)\s+closed form\s+(-?[\d.]+)", out.stdout):
         assert abs(float(got) - float(exact)) <= 1e-8

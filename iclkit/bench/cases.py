@@ -46,12 +46,12 @@ class CaseSpec:
 
 def default_specs() -> list[CaseSpec]:
     """The default grid: the paper's three constructions and the literature's, gd at 1 and 3
-    steps, both modes, at (d, n) = (2, 2) and (2, 3): small enough that every baseline scores
-    every edge of every case in minutes on two cores."""
+    steps; each fused at (d, n) = (2, 2) and (3, 3), and faithful at (2, 2). Small enough that
+    every baseline scores every edge of every case in minutes on two cores."""
     algorithms = [("sgd", {}), ("gd", {"steps": 1}), ("gd", {"steps": 3}), ("ridge", {}), ("pgd", {"steps": 2}),
                   ("newton", {"steps": 2}), ("lasso", {"steps": 2})]
-    return [CaseSpec(name, d, n, mode, params) for name, params in algorithms for d, n in ((2, 2), (2, 3))
-            for mode in ("fused", "faithful")]
+    grid = (("fused", 2, 2), ("faithful", 2, 2), ("fused", 3, 3))
+    return [CaseSpec(name, d, n, mode, params) for name, params in algorithms for mode, d, n in grid]
 
 
 @dataclass
@@ -86,11 +86,14 @@ def in_domain(c: Construction, count: int, seed: int) -> tuple[np.ndarray, np.nd
     return X[keep], y[keep], xq[keep]
 
 
-def make_case(spec: CaseSpec) -> Case:
-    c = spec.build()
-    sample = domain_problems(c, 8, SAMPLE_SEED)
-    circuit = circuit_of(c.compiled, c.inputs(*sample))
-    return Case(spec.case_id, c, circuit, in_domain(c, PROMPTS, CLEAN_SEED), in_domain(c, PROMPTS, CORRUPT_SEED))
+def make_case(source: CaseSpec | Construction, case_id: str | None = None) -> Case:
+    """A case from a spec of a shipped construction, or from any construction (a user's, from
+    ``from_program`` or ``Construction.load``; ``case_id`` names it, by default from its
+    name, size and mode)."""
+    c = source.build() if isinstance(source, CaseSpec) else source
+    case_id = case_id or (source.case_id if isinstance(source, CaseSpec) else f"{c.name}-d{c.d}-n{c.n}-{c.mode}")
+    circuit = circuit_of(c.compiled, c.inputs(*domain_problems(c, 8, SAMPLE_SEED)))
+    return Case(case_id, c, circuit, in_domain(c, PROMPTS, CLEAN_SEED), in_domain(c, PROMPTS, CORRUPT_SEED))
 
 
 def variables(case: Case) -> list[dict]:
@@ -130,8 +133,9 @@ def gpt2_nodes(case: Case) -> dict[str, dict]:
     return out
 
 
-def write_case(case: Case, out: Path, export: bool = True) -> Path:
-    """Write a case directory (module docstring); ``export=False`` skips the GPT-2 export."""
+def write_case(case: Case, out: Path, export: bool = True, check: dict | None = None) -> Path:
+    """Write a case directory (module docstring); ``export=False`` skips the GPT-2 export;
+    ``check``: the truth check's figures (iclkit.bench.suite.check_truth), for the card."""
     out.mkdir(parents=True, exist_ok=True)
     c = case.construction
     c.save(out / "model.safetensors")
@@ -144,12 +148,12 @@ def write_case(case: Case, out: Path, export: bool = True) -> Path:
         from iclkit.export import to_hf_gpt2
 
         to_hf_gpt2(c, out / "gpt2")
-    (out / "README.md").write_text(card(case, export))
+    (out / "README.md").write_text(card(case, export, check))
     return out
 
 
-def card(case: Case, export: bool) -> str:
-    """The case card: what the case is, its certified error, and how to load it."""
+def card(case: Case, export: bool, check: dict | None = None) -> str:
+    """The case card: what the case is, its certified error, its truth check, and how to load it."""
     c = case.construction
     params = ", ".join(f"{k} = {np.asarray(v).tolist()}" for k, v in c.params.items())
     truth = case.circuit.truth
@@ -159,16 +163,25 @@ def card(case: Case, export: bool) -> str:
              f"{' (run-time guard)' if c.guarded else ''}.", "",
              f"Ground truth: {len(case.circuit.truth_nodes)} of {len(case.circuit.nodes)} nodes and {len(truth)} of "
              f"{len(case.circuit.all_edges())} edges, derived from the program (circuit.json; docs/benchmark.md).", "",
+             *([f"Checked by resample ablation on the {len(case.clean[0])} held-out prompts: each circuit edge alone moves "
+                f"y_hat by at least {check['smallest_break']:.2g}; every other edge at once, by at most "
+                f"{check['outside_max']:.2g} (bound {check['bound']:.2g}).", ""] if check else []),
              "```python", "from iclkit.bench import load_case", "",
              f'case = load_case("{case.spec_id}")  # this directory', "yhat = case.construction.predict(*case.clean)",
              "truth = case.circuit.truth  # {(sender, receiver)}", "```"]
     if export:
-        lines += ["", "The stock GPT-2 export, in `gpt2/` (TransformerLens: `TransformerBridge.boot_transformers` "
-                  "on that directory, without weight processing):", "", "```python",
-                  "import torch; from safetensors.torch import load_file; from transformers import GPT2LMHeadModel",
+        lines += ["", "The stock GPT-2 export, in `gpt2/`. TransformerLens loads it with "
+                  "`TransformerBridge.boot_transformers(\"gpt2\", dtype=torch.float64)`; do not call "
+                  "`process_weights()`: folding the LayerNorms and centring the weights move the labelled "
+                  "coordinates (y_hat is then off by about 0.5).", "", "```python",
+                  "import numpy as np, torch; from safetensors.torch import load_file; "
+                  "from transformers import GPT2LMHeadModel",
+                  'p = np.load("prompts.npz"); X, y, xq = p["X"], p["y"], p["xq"]; B, n, d = X.shape',
+                  "tokens = np.zeros((B, 2 * n + 2, d + 1))  # BOS, [0, x_i], [y_i, 0], ..., [0, x_q]",
+                  "tokens[:, 1:2 * n:2, 1:], tokens[:, 2:2 * n + 1:2, 0], tokens[:, -1, 1:] = X, y, xq",
                   'model = GPT2LMHeadModel.from_pretrained("gpt2", torch_dtype=torch.float64)',
                   'W_E = load_file("gpt2/embed.safetensors")["W_E"]',
-                  "yhat = model(inputs_embeds=tokens @ W_E).logits[:, -1, 0]  # tokens: (B, 2n+2, d+1)", "```"]
+                  "yhat = model(inputs_embeds=torch.from_numpy(tokens) @ W_E).logits[:, -1, 0]", "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -181,6 +194,9 @@ def load_case(path: str | Path) -> Case:
         data = np.load(path / "prompts.npz")
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not an iclkit benchmark case (circuit.json, prompts.npz): {e}") from None
+    lacking = [k for k in ("X", "y", "xq", "X_corrupt", "y_corrupt", "xq_corrupt") if k not in data.files]
+    if lacking:
+        raise ValueError(f"{path}/prompts.npz lacks {', '.join(lacking)}")
     if stored.get("format") != FORMAT:
         raise ValueError(f"{path}/circuit.json: format {stored.get('format')!r}, expected {FORMAT!r}")
     c = Construction.load(path / "model.safetensors")

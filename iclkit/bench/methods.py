@@ -72,8 +72,9 @@ def edge_attribution_patching(case: Case) -> dict[tuple[str, str], float]:
     clean, corrupt = _tokens(case)
     with torch.no_grad():
         bad = run(model, circuit, corrupt)
-    good = run(model, circuit, clean.requires_grad_(True), grad_inputs=True)
+    good = run(model, circuit, clean, grad_inputs=True)
     good.yhat.sum().backward()
+    model.zero_grad(set_to_none=True)  # the weights' own gradients are a by-product
     scores = {}
     for u, v in circuit.all_edges():
         grad = good.inputs[v].grad

@@ -4,8 +4,8 @@ The residual before a node is the sum of every earlier node's output (embedding 
 Ablating edge u -> v replaces u's term in v's input by u's output on a corrupted prompt, as ACDC
 and edge attribution patching define it; everything else v reads, and every other node's
 input, keeps the patched run's own outputs. With nothing ablated the run is the model's
-forward pass, its sums taken head by head (:func:`run` checks nothing; tests compare the two
-against the certified bound)."""
+forward pass with its heads summed one by one (tests/test_bench.py holds the two within the
+certified bound)."""
 
 from __future__ import annotations
 
@@ -34,8 +34,7 @@ def run(model, circuit: Circuit, tokens: torch.Tensor, corrupt: Run | None = Non
     ``ablated``: a set of edges, or a dict from edge to a mask of shape (batch,) that ablates
     the edge in the prompts where it is 1 (many single-edge ablations in one batch).
     ``grad_inputs``: every receiving node's input keeps its gradient, so one backward pass
-    gives d yhat / d input for every node (edge attribution patching); ``tokens`` must then
-    require grad."""
+    gives d yhat / d input for every node (edge attribution patching)."""
     masks = dict(ablated) if isinstance(ablated, dict) else {e: 1.0 for e in ablated}
     if masks and corrupt is None:
         raise ValueError("ablating edges needs the corrupted run")
@@ -65,7 +64,7 @@ def run(model, circuit: Circuit, tokens: torch.Tensor, corrupt: Run | None = Non
         total = resid
         for node in heads_of.get(i, ()):
             h = input_of(node.name)
-            if h is resid or (not grad_inputs and node.name not in into):
+            if h is resid:  # neither ablated nor kept for its gradient
                 shared = layer.head_outputs(resid) if shared is None else shared
                 out = shared[:, node.head]
             else:

@@ -45,16 +45,38 @@ def check_truth(case: Case) -> dict:
             "truth_edges": len(circuit.truth), "other_edges": len(others)}
 
 
-def build(out: str | Path, specs: list[CaseSpec] | None = None, export: bool = True, progress=None) -> list[Path]:
-    """Write every case under ``out`` (one directory per case) and an index."""
+def build(out: str | Path, sources: list | None = None, export: bool = True, progress=None) -> list[dict]:
+    """Write every case under ``out`` (one directory per case) and an index. A source is a
+    :class:`CaseSpec` or a construction (a user's included); the default is the default grid.
+    Each case is written only after its truth passes :func:`check_truth` (a case whose truth
+    fails is an error naming the edges). Returns each case's check figures."""
     out = Path(out)
-    written = []
-    for spec in specs or default_specs():
+    checks = []
+    for source in sources or default_specs():
+        case = make_case(source)
         if progress:
-            progress(spec.case_id)
-        written.append(write_case(make_case(spec), out / spec.case_id, export))
-    (out / "index.json").write_text(json.dumps({"cases": [p.name for p in written]}, indent=1))
-    return written
+            progress(case.spec_id)
+        check = check_truth(case)
+        if check["weak_edges"] or not check["outside_ok"]:
+            raise ValueError(f"{case.spec_id}: its derived circuit fails the ablation checks (edges that do not break "
+                             f"it: {check['weak_edges'][:3]}; outside the circuit, deviation {check['outside_max']:.3g} "
+                             f"against the bound {check['bound']:.3g})")
+        write_case(case, out / case.spec_id, export, check)
+        checks.append({"case": case.spec_id, "layers": case.construction.num_layers,
+                       "nodes": len(case.circuit.nodes), "truth_nodes": len(case.circuit.truth_nodes), **check})
+    (out / "index.json").write_text(json.dumps({"cases": [c["case"] for c in checks]}, indent=1))
+    return checks
+
+
+def check_table(checks: list[dict]) -> list[str]:
+    """The truth checks as markdown rows."""
+    lines = ["| case | layers | circuit nodes | circuit edges / all | bound | smallest break | largest deviation, "
+             "every other edge resampled |", "|---|---|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c['case']} | {c['layers']} | {c['truth_nodes']} / {c['nodes']} | {c['truth_edges']} / "
+                     f"{c['truth_edges'] + c['other_edges']} | {c['bound']:.1e} | {c['smallest_break']:.1e} | "
+                     f"{c['outside_max']:.1e} |")
+    return lines
 
 
 def run_case(case: Case) -> list[dict]:
@@ -94,4 +116,21 @@ def table(rows: list[dict]) -> list[str]:
     for r in rows:
         lines.append(f"| {r['case']} | {r['method']} | {r['level']} | {r['auc']:.3f} | {r['tpr_at_fpr_0.1']:.3f} | "
                      f"{r['positives']} / {r['positives'] + r['negatives']} | {r['seconds']:.1f} |")
+    return lines
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """Per algorithm (its cases' sizes and modes together) and method: the range of AUC, as
+    markdown rows."""
+    algorithms = list(dict.fromkeys(r["case"].split("-d")[0] for r in rows))
+    names = list(METHODS)
+    lines = ["| algorithm (cases) | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for a in algorithms:
+        mine = [r for r in rows if r["case"].split("-d")[0] == a]
+        cells = []
+        for m in names:
+            aucs = [r["auc"] for r in mine if r["method"] == m]
+            low, high = min(aucs), max(aucs)
+            cells.append(f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}")
+        lines.append(f"| {a} ({len(mine) // len(names)}) | " + " | ".join(cells) + " |")
     return lines

@@ -1,23 +1,25 @@
-"""The ground-truth circuit of a compiled program: which node reads and writes which slot.
+"""The ground-truth circuit of a compiled program: which node reads which slot where, and which
+edges carry the prompt to the prediction.
 
 Nodes are the model's parts: ``embed`` (token embedding and positions), ``L{i}.H{h}`` (head h of
 applied layer i), ``L{i}.MLP`` and ``out`` (the readout at the query column). A node *reads*
-slot s when its weights read s (a head's value map, an MLP unit's input map, and every MLP's
-LayerNorm scale, which a division sets through the pads ``div±``), and *writes* s when its output
+slot s when its weights read s: a head's value map, an MLP unit's input map, and every MLP's
+LayerNorm scale, which a division sets through the pads ``div±``. It *writes* s when its output
 map writes s from something it reads. The residual is a sum, so a node reading s reads every
-earlier write to s: an edge u -> v joins every node u that wrote s, from the prompt, to every
-later v that reads it. A write clears its target by adding minus the old value, so the clearing
-head is an edge too: resample one of two cancelling writes and the target is off.
+earlier write to s, and an edge u -> v joins each of them to v (ablating u -> v resamples u's
+term in v's input, as ACDC and edge attribution patching define it).
+
+:func:`circuit_of` traces this column by column on sample prompts, with the program's own
+interpreter telling which values carry the prompt, and keeps the edges through which the prompt
+reaches y_hat at the query column; its docstring states how cancelling writes (clears, a
+division's pads and their removal) are followed.
 
 Left out, as the construction's infrastructure: the constant units (``one``, ``pos``, ``pos2``,
 ``bos``, the pads ±P, ``zero``), the balance unit and every layer's reset of it, the query and key
 maps (they read positions only), and what a LayerNorm's scale takes from the content slots (the
-pads pin it; the certified bounds cover the rest). ``iclkit.bench`` checks the derivation by
-ablation: resampling an edge of the circuit breaks the prediction, resampling every other edge
-keeps it within its certificate.
-
-The circuit is what reaches ``out`` from ``embed``: edges on a path along which the prompt
-flows to the prediction, slot by slot."""
+pads pin it; the certified bounds cover the rest). ``iclkit.bench.suite.check_truth`` checks the
+result by ablation: resampling any one edge of the circuit breaks the prediction, resampling
+every other edge at once keeps it within its certified bound."""
 
 from __future__ import annotations
 
@@ -41,10 +43,17 @@ class Node:
     layer: int | None = None
     head: int | None = None
     flows: frozenset[tuple[str, str]] = frozenset()  # (slot read, slot written), infrastructure left out
-    pattern: str = ""  # a head's read pattern: "own column", "k back", "causal mean"
+    shift: int | None = 0  # a head's read pattern: column t - shift, or None for the causal mean
     ops: tuple[str, ...] = ()  # the program's ops this node carries
     clears: frozenset[str] = frozenset()  # slots this head overwrites: it adds minus their whole old value
     removes_pads: bool = False  # this head removes a division's pads div± (minus what set them)
+
+    @property
+    def pattern(self) -> str:
+        """A head's read pattern in words ("own column", "2 back", "causal mean"); "" otherwise."""
+        if self.kind != "head":
+            return ""
+        return "causal mean" if self.shift is None else "own column" if self.shift == 0 else f"{self.shift} back"
 
     @property
     def reads(self) -> set[str]:
@@ -81,18 +90,12 @@ class Circuit:
                 if position[u] < position[v] and (layer[u], side[u]) < (layer[v], side[v])]
 
     def to_dict(self) -> dict:
+        """Nodes, and every edge a method scores, each with the slots the prompt flows through on
+        it (none for most) and whether it is in the circuit."""
         return {"nodes": [{"name": n.name, "kind": n.kind, "layer": n.layer, "head": n.head, "pattern": n.pattern,
                            "ops": list(n.ops), "reads": sorted(n.reads), "writes": sorted(n.writes)} for n in self.nodes],
-                "edges": [{"from": u, "to": v, "slots": sorted(s), "in_circuit": (u, v) in self.truth}
-                          for (u, v), s in sorted(self.edges.items(), key=lambda kv: self._order(kv[0]))]}
-
-    def _order(self, edge: tuple[str, str]) -> tuple[int, int]:
-        position = {n.name: i for i, n in enumerate(self.nodes)}
-        return position[edge[0]], position[edge[1]]
-
-
-def _pattern(shift: int | None) -> str:
-    return "causal mean" if shift is None else "own column" if shift == 0 else f"{shift} back"
+                "edges": [{"from": u, "to": v, "slots": sorted(self.edges.get((u, v), ())), "in_circuit": (u, v) in self.truth}
+                          for u, v in self.all_edges()]}
 
 
 def nodes_of(compiled: Compiled) -> list[Node]:
@@ -114,7 +117,7 @@ def nodes_of(compiled: Compiled) -> list[Node]:
             clears = {dst for src, dst in flows if src == dst and all(
                 net.get((dst, j, dst, k), 0.0) == (-1.0 if j == k else 0.0)
                 for j in range(sizes[dst]) for k in range(sizes[dst]))}
-            nodes.append(Node(f"L{i}.H{h}", "head", i, h, _content(flows), _pattern(head.shift),
+            nodes.append(Node(f"L{i}.H{h}", "head", i, h, _content(flows), head.shift,
                               tuple(by_pattern.get(head.shift, ())), frozenset(clears) - INFRASTRUCTURE,
                               removes_pads=h == 0 and bool(layer.cleanups)))
         flows = {(slot, dst) for terms, dst, _, _ in spec.hidden for slot, _, _ in terms}
@@ -253,8 +256,7 @@ def _flows(node: Node, layer):
     flows are its hidden units' reads, and the division pads through the LayerNorm scale,
     each the write of the op whose target it is."""
     if node.kind == "head":
-        shift = None if node.pattern == "causal mean" else 0 if node.pattern == "own column" else int(node.pattern.split()[0])
         by_dst = {op.dst: op for op in layer.attn}
-        return [(src, dst, shift, by_dst.get(dst)) for src, dst in node.flows]
+        return [(src, dst, node.shift, by_dst.get(dst)) for src, dst in node.flows]
     by_dst = {op.dst: op for op in layer.mlp}
     return [(src, dst, 0, by_dst[dst]) for src, dst in node.flows]
