@@ -30,7 +30,8 @@ if __name__ == "__main__":
                  "GPT-2 exports and these checks). Resample ablation on each case's 16 held-out prompts against 16 "
                  "corrupted ones: smallest break, the least that resampling one circuit edge alone moves y_hat "
                  "(max over prompts); largest deviation, what resampling every other edge at once moves it; "
-                 "both against the closed form, beside the certified bound.", "", *suite.check_table(checks)]
+                 "both against the closed form, beside the certified bound (that deviation is rounding, and its "
+                 "last digits vary between runs).", "", *suite.check_table(checks)]
         print("\n".join(cases), flush=True)
         start = time.perf_counter()
         rows = suite.run_all(where, progress=lambda name: print("running", name, flush=True))

@@ -170,7 +170,7 @@ def _construction(args: argparse.Namespace):
                              "nor a saved model file")
         given = [f"--{k}" for k in ("d", "lr", "lam", "steps", "l1") if getattr(args, k) is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} apply to a construction by name; a saved file carries its own")
+            raise ValueError(f"options {', '.join(given)} are for a construction by name; a saved file carries its own")
         return load_construction(args.construction)
     if args.d is None:
         raise ValueError(f"--d is required for the {args.construction} construction")
@@ -615,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("draw", help="a picture (PNG) of which heads and MLPs each layer uses, and the circuit")
     construction_options(p, files=True)
-    p.add_argument("--out", required=True, help="the PNG file to write")
+    p.add_argument("--out", required=True, help="the image to write (PNG; matplotlib takes the format from the name)")
     p.add_argument("--max-layers", dest="max_layers", type=POSITIVE, default=40, help="layers drawn at most")
     p.set_defaults(fn=cmd_draw)
 
@@ -623,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = p.add_subparsers(dest="bench", required=True, parser_class=_Parser, help="build the cases, or run the baselines")
     q = bench.add_parser("build", help="write every case: model, GPT-2 export, circuit, variables, prompts, card")
     q.add_argument("--out", required=True, help="the directory to write the cases into")
-    q.add_argument("--quick", action="store_true", help="two small cases only (sgd and gd, d = 2)")
+    q.add_argument("--quick", action="store_true", help="two small cases only: sgd-d2-n2-fused, gd-k2-d2-n3-fused")
     q.add_argument("--files", nargs="+", default=[], metavar="FILE",
                    help="saved constructions (Construction.save, iclkit build) to make cases of, instead of the grid")
     q.add_argument("--no-export", dest="no_export", action="store_true",

@@ -54,8 +54,9 @@ def draw(c: Construction, out: str | Path, circuit: Circuit | None = None, max_l
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)
     shown = f"first {layers} of {c.num_layers} layers" if layers < c.num_layers else f"{c.num_layers} layers"
-    ax.set_title(f"{c.name} (d = {c.d}, n = {c.n}, {c.mode}): {shown}; orange: the circuit from the prompt to "
-                 f"y_hat ({len(circuit.truth)} edges)", fontsize=9)
+    ax.set_title(f"{c.name} (d = {c.d}, n = {c.n}, {c.mode}): {shown}; orange: the nodes of the circuit from "
+                 f"the prompt to y_hat; arrows: its edges between the layers drawn ({len(circuit.truth)} in all)",
+                 fontsize=9)
     out = Path(out)
     fig.savefig(out, dpi=130, bbox_inches="tight")
     plt.close(fig)

@@ -7,12 +7,16 @@ each other for cores other jobs hold. `python benchmarks/threads.py` measures bo
 Override, in order of precedence:
 - `ICLKIT_NUM_THREADS=k` in the environment: iclkit sets torch to k threads;
 - `OMP_NUM_THREADS` or `MKL_NUM_THREADS` in the environment: iclkit leaves torch as they set it;
-- `torch.set_num_threads(k)` after `import iclkit`: the last call wins.
+- `torch.set_num_threads(k)` after `import iclkit`: the last call wins (one made before
+  `import iclkit` is overridden by it).
+
+The setting is torch's, for the whole process: other torch models in the same process get it.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -25,12 +29,11 @@ def requested_threads(environ: os._Environ[str] | dict[str, str] = os.environ) -
     """The thread count iclkit should set, or None to leave torch's own choice in place."""
     value = environ.get(ENV_VARIABLE)
     if value is not None:
-        try:
-            threads = int(value)
-        except ValueError:
-            raise ValueError(f"{ENV_VARIABLE}={value!r} is not a whole number of threads") from None
-        if threads < 1:
-            raise ValueError(f"{ENV_VARIABLE}={value!r}: need at least one thread")
+        threads = int(value) if value.strip().isdigit() else 0
+        if threads < 1:  # a warning, not an error: it is read as iclkit is imported, before any command runs
+            warnings.warn(f"{ENV_VARIABLE}={value!r} is not a whole number of threads >= 1; iclkit uses "
+                          f"{DEFAULT_THREADS}", stacklevel=3)
+            return DEFAULT_THREADS
         return threads
     if any(name in environ for name in _TORCH_ENV):
         return None

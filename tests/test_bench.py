@@ -101,7 +101,20 @@ def test_probes_find_each_variable_where_the_residual_holds_it(sgd_case):
     found = variables(sgd_case)
     r2 = methods.linear_probes(sgd_case, found)
     assert r2[("x@1", 0)] > 1 - 1e-9
-    assert score_variables(found, r2)["auc"] == 1.0
+    decodable = [v for v in found if (v["name"], 0) in r2]
+    layers = sgd_case.construction.num_layers
+    assert score_variables(decodable, r2, layers)["auc"] == 1.0
+    with pytest.raises(ValueError, match="missing"):  # a method may not drop a variable's hard layers
+        score_variables(decodable, {k: v for k, v in r2.items() if k != ("x@1", 2)}, layers)
+    with pytest.raises(ValueError, match="unknown"):
+        score_variables(decodable, r2 | {("zz", 0): 1.0}, layers)
+
+
+def test_ols_is_refused_as_a_case_with_its_reason():
+    """OLS runs Newton to convergence: a perturbed early iterate is corrected, so edges on the
+    prompt's path do not move y_hat, and the derived truth would be false: refused, naming it."""
+    with pytest.raises(ValueError, match="fails the ablation checks, so it is no benchmark case"):
+        make_case(CaseSpec("ols", 2, 2))
 
 
 def test_a_case_directory_round_trips_and_refuses_an_edited_circuit(tmp_path, monkeypatch):
@@ -137,12 +150,26 @@ def test_a_case_directory_round_trips_and_refuses_an_edited_circuit(tmp_path, mo
         m.chdir(out)
         exec(snippet, scope)
     assert np.max(np.abs(scope["yhat"].detach().numpy() - case.exact)) <= case.bound
-    edited = shutil.copytree(out, tmp_path / "edited")
-    data = json.loads((edited / "circuit.json").read_text())
-    data["edges"][0]["in_circuit"] = not data["edges"][0]["in_circuit"]
-    (edited / "circuit.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="differs from the circuit its model's program implies"):
+    for name, edit, message in [
+            ("edge", lambda d: d["edges"][0].update(in_circuit=not d["edges"][0]["in_circuit"]), "its edges differ"),
+            ("head", lambda d: d["gpt2"]["L0.H0"].update(head=7), "its gpt2 differ")]:
+        edited = shutil.copytree(out, tmp_path / name)
+        data = json.loads((edited / "circuit.json").read_text())
+        edit(data)
+        (edited / "circuit.json").write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=message):
+            load_case(edited)
+    (edited / "circuit.json").write_text("[]")
+    with pytest.raises(ValueError, match="expected an object of format"):
         load_case(edited)
+    prompts = dict(np.load(out / "prompts.npz"))
+    for name, change, message in [("far", {"X": prompts["X"] * 100}, "outside the construction's domain"),
+                                  ("same", {"X_corrupt": prompts["X"], "y_corrupt": prompts["y"],
+                                            "xq_corrupt": prompts["xq"]}, "must pair with a different clean one")]:
+        edited = shutil.copytree(out, tmp_path / name)
+        np.savez(edited / "prompts.npz", **(prompts | change))
+        with pytest.raises(ValueError, match=message):
+            load_case(edited)
 
 
 def test_bench_build_and_run_from_the_command_line(tmp_path, capsys):

@@ -192,5 +192,5 @@ def test_iclkit_export_takes_a_saved_user_construction(tmp_path):
 
     with cli.console.capture() as printed:  # options of a construction by name, given with a file: refused
         rc = cli.main(["export", str(tmp_path / "user.safetensors"), "--d", "2", "--out", str(tmp_path / "x")])
-    assert rc == 2 and "apply to a construction by name" in printed.get()
+    assert rc == 2 and "are for a construction by name" in printed.get()
 

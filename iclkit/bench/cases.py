@@ -63,6 +63,7 @@ class Case:
     circuit: Circuit
     clean: tuple[np.ndarray, np.ndarray, np.ndarray]
     corrupt: tuple[np.ndarray, np.ndarray, np.ndarray]
+    check: dict | None = None  # the truth check's figures (iclkit.bench.suite.check_truth), once run
 
     @property
     def exact(self) -> np.ndarray:
@@ -86,14 +87,28 @@ def in_domain(c: Construction, count: int, seed: int) -> tuple[np.ndarray, np.nd
     return X[keep], y[keep], xq[keep]
 
 
-def make_case(source: CaseSpec | Construction, case_id: str | None = None) -> Case:
+def make_case(source: CaseSpec | Construction, case_id: str | None = None, check: bool = True) -> Case:
     """A case from a spec of a shipped construction, or from any construction (a user's, from
     ``from_program`` or ``Construction.load``; ``case_id`` names it, by default from its
-    name, size and mode)."""
+    name, size and mode). With ``check`` (the default) its derived circuit must pass
+    :func:`iclkit.bench.suite.check_truth`, else ``ValueError`` names the edges that fail: a
+    construction whose iteration corrects perturbations (ols: Newton run to convergence)
+    has edges on the prompt's path that do not move y_hat, and is refused."""
     c = source.build() if isinstance(source, CaseSpec) else source
     case_id = case_id or (source.case_id if isinstance(source, CaseSpec) else f"{c.name}-d{c.d}-n{c.n}-{c.mode}")
     circuit = circuit_of(c.compiled, c.inputs(*domain_problems(c, 8, SAMPLE_SEED)))
-    return Case(case_id, c, circuit, in_domain(c, PROMPTS, CLEAN_SEED), in_domain(c, PROMPTS, CORRUPT_SEED))
+    case = Case(case_id, c, circuit, in_domain(c, PROMPTS, CLEAN_SEED), in_domain(c, PROMPTS, CORRUPT_SEED))
+    if check:
+        from iclkit.bench.suite import check_truth
+
+        case.check = check_truth(case)
+        weak, result = case.check["weak_edges"], case.check
+        if weak or not result["outside_ok"]:
+            raise ValueError(f"{case_id}: its derived circuit fails the ablation checks, so it is no benchmark case: "
+                             f"{len(weak)} of its {result['truth_edges']} circuit edges do not move y_hat beyond the "
+                             f"bound {result['bound']:.3g} (e.g. {weak[:2]}); every other edge at once moves it by "
+                             f"{result['outside_max']:.3g}")
+    return case
 
 
 def variables(case: Case) -> list[dict]:
@@ -167,11 +182,11 @@ def card(case: Case, export: bool, check: dict | None = None) -> str:
                 f"y_hat by at least {check['smallest_break']:.2g}; every other edge at once, by at most "
                 f"{check['outside_max']:.2g} (bound {check['bound']:.2g}).", ""] if check else []),
              "```python", "from iclkit.bench import load_case", "",
-             f'case = load_case("{case.spec_id}")  # this directory', "yhat = case.construction.predict(*case.clean)",
+             'case = load_case(".")  # run in this directory', "yhat = case.construction.predict(*case.clean)",
              "truth = case.circuit.truth  # {(sender, receiver)}", "```"]
     if export:
         lines += ["", "The stock GPT-2 export, in `gpt2/`. TransformerLens loads it with "
-                  "`TransformerBridge.boot_transformers(\"gpt2\", dtype=torch.float64)`; do not call "
+                  "`TransformerBridge.boot_transformers(\"./gpt2\", dtype=torch.float64)`; do not call "
                   "`process_weights()`: folding the LayerNorms and centring the weights move the labelled "
                   "coordinates (y_hat is then off by about 0.5).", "", "```python",
                   "import numpy as np, torch; from safetensors.torch import load_file; "
@@ -179,7 +194,7 @@ def card(case: Case, export: bool, check: dict | None = None) -> str:
                   'p = np.load("prompts.npz"); X, y, xq = p["X"], p["y"], p["xq"]; B, n, d = X.shape',
                   "tokens = np.zeros((B, 2 * n + 2, d + 1))  # BOS, [0, x_i], [y_i, 0], ..., [0, x_q]",
                   "tokens[:, 1:2 * n:2, 1:], tokens[:, 2:2 * n + 1:2, 0], tokens[:, -1, 1:] = X, y, xq",
-                  'model = GPT2LMHeadModel.from_pretrained("gpt2", torch_dtype=torch.float64)',
+                  'model = GPT2LMHeadModel.from_pretrained("./gpt2", torch_dtype=torch.float64)',
                   'W_E = load_file("gpt2/embed.safetensors")["W_E"]',
                   "yhat = model(inputs_embeds=torch.from_numpy(tokens) @ W_E).logits[:, -1, 0]", "```"]
     return "\n".join(lines) + "\n"
@@ -197,12 +212,27 @@ def load_case(path: str | Path) -> Case:
     lacking = [k for k in ("X", "y", "xq", "X_corrupt", "y_corrupt", "xq_corrupt") if k not in data.files]
     if lacking:
         raise ValueError(f"{path}/prompts.npz lacks {', '.join(lacking)}")
-    if stored.get("format") != FORMAT:
-        raise ValueError(f"{path}/circuit.json: format {stored.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(stored, dict) or stored.get("format") != FORMAT:
+        found = stored.get("format") if isinstance(stored, dict) else type(stored).__name__
+        raise ValueError(f"{path}/circuit.json: format {found!r}, expected an object of format {FORMAT!r}")
     c = Construction.load(path / "model.safetensors")
-    circuit = circuit_of(c.compiled, c.inputs(*domain_problems(c, 8, SAMPLE_SEED)))
-    if circuit.to_dict()["edges"] != stored["edges"]:
-        raise ValueError(f"{path}/circuit.json differs from the circuit its model's program implies (edited?)")
     clean = (data["X"], data["y"], data["xq"])
     corrupt = (data["X_corrupt"], data["y_corrupt"], data["xq_corrupt"])
-    return Case(stored["case"], c, circuit, clean, corrupt)
+    for name, prompts in (("clean", clean), ("corrupted", corrupt)):
+        _, reasons = c.predict_each(*prompts)  # shapes, and the certified domain
+        refused = next((r for r in reasons if r is not None), None)
+        if refused:
+            raise ValueError(f"{path}/prompts.npz: a {name} prompt is outside the construction's domain: {refused}")
+    same = [b for b in range(min(len(clean[0]), len(corrupt[0])))
+            if all(np.array_equal(a[b], z[b]) for a, z in zip(clean, corrupt))]
+    if same or len(clean[0]) != len(corrupt[0]):
+        raise ValueError(f"{path}/prompts.npz: each corrupted prompt must pair with a different clean one "
+                         f"({len(clean[0])} clean, {len(corrupt[0])} corrupted, {len(same)} identical pairs)")
+    case = Case(stored.get("case", path.name), c, circuit_of(c.compiled, c.inputs(*domain_problems(c, 8, SAMPLE_SEED))),
+                clean, corrupt)
+    derived = case.circuit.to_dict() | {"gpt2": gpt2_nodes(case)}
+    edited = [k for k in ("nodes", "edges", "gpt2") if derived[k] != stored.get(k)]
+    if edited:
+        raise ValueError(f"{path}/circuit.json: its {' and '.join(edited)} differ from what its model's program "
+                         "implies (edited?)")
+    return case

@@ -47,17 +47,22 @@ def score(circuit: Circuit, found: dict) -> dict:
     """A method's scores against the truth. ``found`` maps every edge ``(sender, receiver)``
     (circuit.all_edges()) or every node name (heads and MLPs) to a score, higher meaning more
     likely in the circuit; the level is read from the keys."""
-    if not found:
-        raise ValueError("found is empty: give a score to every edge or every node")
+    if not isinstance(found, dict) or not found:
+        raise ValueError("found must be a non-empty dict from every edge (sender, receiver), or every node name, "
+                         "to a score")
     level = "edge" if isinstance(next(iter(found)), tuple) else "node"
     items, truth = candidates(circuit, level)
     return {"level": level, **roc(found, truth, items)}
 
 
-def score_variables(variables: list[dict], r2: dict[tuple[str, int], float]) -> dict:
+def score_variables(variables: list[dict], r2: dict[tuple[str, int], float], layers: int) -> dict:
     """Decoding scores against where the variables live: ``r2[(name, layer)]`` is the R^2 of
-    decoding variable ``name`` from the residual after applied layer ``layer``; the truth is
-    the layers after which the residual holds it (variables.json)."""
+    decoding variable ``name`` from the residual after applied layer ``layer``, for every
+    variable given and every layer ``0 .. layers - 1`` (a method scores all of a variable's
+    layers or leaves the variable out of ``variables``); the truth is the layers after which
+    the residual holds it (variables.json)."""
+    if not variables:
+        raise ValueError("no variables to score")
+    items = [(v["name"], layer) for v in variables for layer in range(layers)]
     present = {(v["name"], layer) for v in variables for layer in v["layers"]}
-    items = list(r2)
     return {"level": "variable", **roc(r2, present & set(items), items)}
