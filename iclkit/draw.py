@@ -7,8 +7,8 @@ import textwrap
 from pathlib import Path
 
 from iclkit.constructions import Construction
-from iclkit.primitives.circuit import Circuit, circuit_of
-from iclkit.verify.numeric import domain_problems
+from iclkit.bench.cases import derived_circuit
+from iclkit.primitives.circuit import Circuit
 
 IN_CIRCUIT, USED = "#f4a259", "#d9d9d9"
 
@@ -23,7 +23,7 @@ def draw(c: Construction, out: str | Path, circuit: Circuit | None = None, max_l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    circuit = circuit or circuit_of(c.compiled, c.inputs(*domain_problems(c, 8, seed=3)))
+    circuit = circuit or derived_circuit(c)
     layers = min(c.num_layers, max_layers)
     rows = c.model.cfg.num_heads + 1  # heads, then the MLP
     place = {"embed": (-1.0, rows / 2 - 0.5), "out": (layers, rows / 2 - 0.5)}

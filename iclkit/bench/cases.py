@@ -87,6 +87,12 @@ def in_domain(c: Construction, count: int, seed: int) -> tuple[np.ndarray, np.nd
     return X[keep], y[keep], xq[keep]
 
 
+def derived_circuit(c: Construction) -> Circuit:
+    """The construction's circuit, traced on its sample prompts (seed ``SAMPLE_SEED``): what
+    a case holds, ``load_case`` derives again and ``iclkit draw`` shows."""
+    return circuit_of(c.compiled, c.inputs(*domain_problems(c, 8, SAMPLE_SEED)))
+
+
 def make_case(source: CaseSpec | Construction, case_id: str | None = None, check: bool = True) -> Case:
     """A case from a spec of a shipped construction, or from any construction (a user's, from
     ``from_program`` or ``Construction.load``; ``case_id`` names it, by default from its
@@ -96,8 +102,7 @@ def make_case(source: CaseSpec | Construction, case_id: str | None = None, check
     has edges on the prompt's path that do not move y_hat, and is refused."""
     c = source.build() if isinstance(source, CaseSpec) else source
     case_id = case_id or (source.case_id if isinstance(source, CaseSpec) else f"{c.name}-d{c.d}-n{c.n}-{c.mode}")
-    circuit = circuit_of(c.compiled, c.inputs(*domain_problems(c, 8, SAMPLE_SEED)))
-    case = Case(case_id, c, circuit, in_domain(c, PROMPTS, CLEAN_SEED), in_domain(c, PROMPTS, CORRUPT_SEED))
+    case = Case(case_id, c, derived_circuit(c), in_domain(c, PROMPTS, CLEAN_SEED), in_domain(c, PROMPTS, CORRUPT_SEED))
     if check:
         from iclkit.bench.suite import check_truth
 
@@ -228,8 +233,7 @@ def load_case(path: str | Path) -> Case:
     if same or len(clean[0]) != len(corrupt[0]):
         raise ValueError(f"{path}/prompts.npz: each corrupted prompt must pair with a different clean one "
                          f"({len(clean[0])} clean, {len(corrupt[0])} corrupted, {len(same)} identical pairs)")
-    case = Case(stored.get("case", path.name), c, circuit_of(c.compiled, c.inputs(*domain_problems(c, 8, SAMPLE_SEED))),
-                clean, corrupt)
+    case = Case(stored.get("case", path.name), c, derived_circuit(c), clean, corrupt)
     derived = case.circuit.to_dict() | {"gpt2": gpt2_nodes(case)}
     edited = [k for k in ("nodes", "edges", "gpt2") if derived[k] != stored.get(k)]
     if edited:

@@ -35,10 +35,10 @@ def node_patching(case: Case) -> dict[str, float]:
     clean, corrupt = _tokens(case)
     with torch.no_grad():
         base, bad = run(model, circuit, clean).yhat, run(model, circuit, corrupt)
-        scores = {}
+        scores, every = {}, circuit.all_edges()
         for node in circuit.nodes:
             if node.kind in ("head", "mlp"):
-                edges = {e for e in circuit.all_edges() if e[0] == node.name}
+                edges = {e for e in every if e[0] == node.name}
                 scores[node.name] = float((run(model, circuit, clean, bad, edges).yhat - base).abs().mean())
     return scores
 
@@ -54,10 +54,10 @@ def edge_patching(case: Case) -> dict[tuple[str, str], float]:
         by_receiver.setdefault(e[1], []).append(e)
     scores = {}
     with torch.no_grad():
-        base = run(model, circuit, clean).yhat
+        base, corrupted = run(model, circuit, clean).yhat, run(model, circuit, corrupt)
         for receiver, edges in by_receiver.items():
             k = len(edges)
-            bad = run(model, circuit, corrupt.repeat(k, 1, 1))
+            bad = corrupted.tiled(k)
             masks = {e: torch.repeat_interleave(torch.eye(k, dtype=clean.dtype)[j], B) for j, e in enumerate(edges)}
             yhat = run(model, circuit, clean.repeat(k, 1, 1), bad, masks).yhat.reshape(k, B)
             for j, e in enumerate(edges):

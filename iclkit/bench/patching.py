@@ -26,6 +26,13 @@ class Run:
     inputs: dict[str, torch.Tensor]  # each receiving node's input (the residual it read)
     yhat: torch.Tensor  # (B,)
 
+    def tiled(self, k: int) -> "Run":
+        """The same run for a batch of k copies of its prompts, block after block (the
+        corrupted side of k ablations batched together)."""
+        tile = lambda t: t.repeat(k, *([1] * (t.ndim - 1)))  # noqa: E731
+        return Run({n: tile(o) for n, o in self.outputs.items()}, {n: tile(h) for n, h in self.inputs.items()},
+                   tile(self.yhat))
+
 
 def run(model, circuit: Circuit, tokens: torch.Tensor, corrupt: Run | None = None, ablated=frozenset(),
         grad_inputs: bool = False) -> Run:
